@@ -1,0 +1,98 @@
+"""Fleet Monitor: build the Flask server and the Dash app.
+
+    python app.py              # development server on HOST:PORT
+    gunicorn app:server        # production (each worker builds its own app)
+"""
+from __future__ import annotations
+
+import logging
+import sys
+
+import dash
+import dash_bootstrap_components as dbc
+import flask
+
+from config import PROJECT_DIR, Settings
+from data.db import DatabaseUnavailable, check_connection, describe_url, make_engine, start_embedded
+from data.schema import ensure_schema
+from server.state import EXTENSION_KEY, FleetState
+
+log = logging.getLogger("fleet_monitor")
+
+
+def create_server(settings: Settings) -> flask.Flask:
+    """The Flask server with the database ready; raises DatabaseUnavailable with a clear message."""
+    server = flask.Flask(__name__)
+    url = settings.database_url or start_embedded(settings.embedded_data_dir)
+    engine = make_engine(url, settings.statement_timeout_ms)
+    check_connection(engine)
+    ensure_schema(engine)
+    server.extensions[EXTENSION_KEY] = FleetState(settings=settings, engine=engine)
+    if settings.embedded:
+        from data.demo import ensure_demo_data
+        from data.simulator import start_simulator
+
+        ensure_demo_data(engine, settings)
+        start_simulator(engine, settings)
+    from server.cli import register_cli
+
+    register_cli(server)
+    return server
+
+
+def create_app(settings: Settings | None = None) -> dash.Dash:
+    """The Dash app (pages from pages/) on a ready server."""
+    settings = settings or Settings.from_env()
+    server = create_server(settings)
+    app = dash.Dash(
+        __name__,
+        server=server,
+        use_pages=True,
+        pages_folder=str(PROJECT_DIR / "pages"),
+        assets_folder=str(PROJECT_DIR / "assets"),
+        suppress_callback_exceptions=True,
+        title="Fleet Monitor",
+        update_title=None,
+        serve_locally=True,
+        # Bootstrap is served from assets/vendor, listed first so our styles override it.
+        external_stylesheets=["/assets/vendor/bootstrap.min.css"],
+        assets_ignore=r"vendor/.*",
+        meta_tags=[{"name": "viewport", "content": "width=device-width, initial-scale=1"}],
+    )
+    from components.shell import register_shell_callbacks, shell_layout
+
+    app.layout = shell_layout(settings)
+    register_shell_callbacks(app)
+    return app
+
+
+def _build_or_exit(settings: Settings | None = None) -> dash.Dash:
+    """Build the app; when the database cannot be reached, say where and exit (no traceback)."""
+    try:
+        return create_app(settings)
+    except DatabaseUnavailable as exc:
+        print(f"Fleet Monitor cannot start: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def __getattr__(name: str):
+    # `gunicorn app:server` asks for `server`: build the app on first access, not on import,
+    # so that importing this module (tests, CLI) does not start a database.
+    if name == "server":
+        app = _build_or_exit()
+        globals()["server"] = app.server
+        return app.server
+    raise AttributeError(name)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = Settings.from_env()
+    where = describe_url(settings.database_url) if settings.database_url else "the embedded demo database"
+    log.info("starting Fleet Monitor on %s", where)
+    app = _build_or_exit(settings)
+    app.run(host=settings.host, port=settings.port, debug=settings.debug)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""Settings, read once from environment variables (every one has a sane default)."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PROJECT_DIR = Path(__file__).resolve().parent
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SystemExit(f"Setting {name} must be a whole number, got {raw!r}") from None
+
+
+def _bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw in (None, ""):
+        return default
+    return raw.strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Empty means: start the embedded PostgreSQL and fill it with the demo fleet.
+    database_url: str = ""
+    embedded_data_dir: Path = PROJECT_DIR / ".pgdata"
+    # A robot whose last heartbeat is older than this is offline whatever its row says.
+    offline_after_seconds: int = 90
+    refresh_interval_ms: int = 5000
+    statement_timeout_ms: int = 5000
+    host: str = "127.0.0.1"
+    port: int = 8050
+    debug: bool = False
+    # Demo fleet (embedded database only, unless the simulate command is run by hand).
+    demo_jobs: int = 150_000
+    demo_robots: int = 48
+    simulator: bool = True
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def embedded(self) -> bool:
+        return not self.database_url
+
+    @classmethod
+    def from_env(cls, **overrides) -> "Settings":
+        values = dict(
+            database_url=os.environ.get("DATABASE_URL", ""),
+            embedded_data_dir=Path(os.environ.get("FLEET_DATA_DIR", PROJECT_DIR / ".pgdata")),
+            offline_after_seconds=_int("FLEET_OFFLINE_AFTER_SECONDS", 90),
+            refresh_interval_ms=_int("FLEET_REFRESH_MS", 5000),
+            statement_timeout_ms=_int("FLEET_STATEMENT_TIMEOUT_MS", 5000),
+            host=os.environ.get("HOST", "127.0.0.1"),
+            port=_int("PORT", 8050),
+            debug=_bool("FLEET_DEBUG", False),
+            demo_jobs=_int("FLEET_DEMO_JOBS", 150_000),
+            demo_robots=_int("FLEET_DEMO_ROBOTS", 48),
+            simulator=_bool("FLEET_SIMULATOR", True),
+        )
+        values.update(overrides)
+        return cls(**values)

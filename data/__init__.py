@@ -1,0 +1,1 @@
+"""Data access: every SQL statement Fleet Monitor runs lives in this package."""

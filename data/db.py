@@ -1,0 +1,109 @@
+"""Engine, embedded PostgreSQL and the two ways the app reads: a frame or one row."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Mapping
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine, make_url
+
+log = logging.getLogger(__name__)
+
+
+class DatabaseUnavailable(RuntimeError):
+    """The database cannot be reached (or answered too slowly); the message is safe to show."""
+
+
+class QueryTimeout(DatabaseUnavailable):
+    """A statement ran into the statement timeout."""
+
+
+def sqlalchemy_url(url: str) -> str:
+    """Accept postgres://, postgresql:// or postgresql+psycopg:// and use psycopg 3."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def describe_url(url: str) -> str:
+    """Where a URL points, without its password: 'host:port/db as user'."""
+    try:
+        u = make_url(sqlalchemy_url(url))
+    except Exception:
+        return "an unparsable DATABASE_URL"
+    host = u.host or u.query.get("host") or "localhost"
+    if isinstance(host, tuple):
+        host = host[0]
+    port = f":{u.port}" if u.port else ""
+    user = f" as user {u.username}" if u.username else ""
+    return f"{host}{port}/{u.database or ''}{user}"
+
+
+def start_embedded(data_dir: Path) -> str:
+    """Start (or reuse) the embedded PostgreSQL in data_dir and return its SQLAlchemy URL."""
+    import pgserver  # imported lazily: only the embedded mode needs it
+
+    data_dir = Path(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    # cleanup_mode=None: the server outlives this process, so gunicorn workers and
+    # restarts share one server and one demo data set.
+    server = pgserver.get_server(data_dir, cleanup_mode=None)
+    return sqlalchemy_url(server.get_uri())
+
+
+def make_engine(url: str, statement_timeout_ms: int = 5000, pool_size: int = 5) -> Engine:
+    """An engine whose every session carries a statement timeout, so no query can hold a worker."""
+    return sa.create_engine(
+        sqlalchemy_url(url),
+        pool_pre_ping=True,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_recycle=1800,
+        connect_args={
+            "options": f"-c statement_timeout={int(statement_timeout_ms)}",
+            "connect_timeout": 5,
+            "application_name": "fleet-monitor",
+        },
+    )
+
+
+def _translate(exc: Exception, engine: Engine) -> DatabaseUnavailable:
+    import psycopg
+
+    orig = getattr(exc, "orig", exc)
+    if isinstance(orig, psycopg.errors.QueryCanceled):
+        return QueryTimeout("The database took too long to answer; try a narrower filter.")
+    where = describe_url(engine.url.render_as_string(hide_password=True))
+    reason = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+    return DatabaseUnavailable(f"Cannot reach PostgreSQL at {where}: {reason}")
+
+
+_UNAVAILABLE = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError)
+
+
+def read_frame(engine: Engine, sql: str, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """Run one bound-parameter query and return its rows as a DataFrame."""
+    try:
+        with engine.connect() as conn:
+            result = conn.execute(sa.text(sql), dict(params or {}))
+            return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+    except _UNAVAILABLE as exc:
+        raise _translate(exc, engine) from exc
+
+
+def read_row(engine: Engine, sql: str, params: Mapping[str, Any] | None = None) -> dict | None:
+    """Run one bound-parameter query and return its first row as a dict (None if no row)."""
+    try:
+        with engine.connect() as conn:
+            row = conn.execute(sa.text(sql), dict(params or {})).mappings().first()
+            return dict(row) if row is not None else None
+    except _UNAVAILABLE as exc:
+        raise _translate(exc, engine) from exc
+
+
+def check_connection(engine: Engine) -> None:
+    """Raise DatabaseUnavailable with a readable message when the database cannot be reached."""
+    read_row(engine, "SELECT 1 AS ok")

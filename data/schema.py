@@ -1,0 +1,159 @@
+"""Make sure the orchestrator's tables and the indexes our queries need exist.
+
+The orchestrator owns job_queue, robots, robot_heartbeats and job_queue_dlq: we create a table
+only when it is missing and never alter an existing one's columns. Our own tables live in the
+``fleet_monitor`` schema.
+"""
+from __future__ import annotations
+
+import logging
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from data.db import _translate, _UNAVAILABLE
+
+log = logging.getLogger(__name__)
+
+APP_SCHEMA = "fleet_monitor"
+
+ORCHESTRATOR_TABLES = {
+    "job_queue": """
+        CREATE TABLE IF NOT EXISTS job_queue (
+            id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+            workflow_id varchar(255) NOT NULL,
+            workflow_name varchar(255) NOT NULL,
+            workflow_json text NOT NULL,
+            priority integer DEFAULT 1 CHECK (priority BETWEEN 0 AND 20),
+            status varchar(50) NOT NULL DEFAULT 'pending'
+                CHECK (status IN ('pending', 'running', 'completed', 'failed', 'cancelled')),
+            robot_id varchar(255),
+            environment varchar(100) NOT NULL DEFAULT 'default',
+            visible_after timestamptz NOT NULL DEFAULT now(),
+            created_at timestamptz NOT NULL DEFAULT now(),
+            started_at timestamptz,
+            completed_at timestamptz,
+            error_message text,
+            result jsonb DEFAULT '{}',
+            retry_count integer NOT NULL DEFAULT 0,
+            max_retries integer NOT NULL DEFAULT 3,
+            variables jsonb DEFAULT '{}',
+            metadata jsonb DEFAULT '{}'
+        )""",
+    "robots": """
+        CREATE TABLE IF NOT EXISTS robots (
+            robot_id varchar(255) PRIMARY KEY,
+            name varchar(255) NOT NULL,
+            hostname varchar(255),
+            status varchar(50) NOT NULL DEFAULT 'offline',
+            environment varchar(100) DEFAULT 'default',
+            capabilities jsonb DEFAULT '[]',
+            tags jsonb DEFAULT '[]',
+            metrics jsonb DEFAULT '{}',
+            max_concurrent_jobs integer DEFAULT 1,
+            current_job_ids jsonb DEFAULT '[]',
+            tenant_id varchar(255),
+            registered_at timestamptz DEFAULT now(),
+            last_heartbeat timestamptz,
+            last_seen timestamptz,
+            created_at timestamptz DEFAULT now(),
+            updated_at timestamptz DEFAULT now()
+        )""",
+    "robot_heartbeats": """
+        CREATE TABLE IF NOT EXISTS robot_heartbeats (
+            heartbeat_id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+            robot_id varchar(255) NOT NULL,
+            "timestamp" timestamptz DEFAULT now(),
+            status varchar(50) NOT NULL,
+            current_jobs integer DEFAULT 0,
+            metrics jsonb DEFAULT '{}',
+            ip_address inet,
+            latency_ms integer
+        )""",
+    "job_queue_dlq": """
+        CREATE TABLE IF NOT EXISTS job_queue_dlq (
+            id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+            original_job_id uuid UNIQUE,
+            workflow_id varchar(255),
+            workflow_name varchar(255),
+            workflow_json text,
+            variables jsonb DEFAULT '{}',
+            error_message text,
+            error_details jsonb DEFAULT '{}',
+            retry_count integer DEFAULT 0,
+            first_failed_at timestamptz,
+            last_failed_at timestamptz,
+            created_at timestamptz DEFAULT now(),
+            reprocessed_at timestamptz,
+            reprocessed_by varchar(255)
+        )""",
+}
+
+# Indexes behind the hot queries. Named fm_* so they never collide with the orchestrator's.
+INDEXES = [
+    ("job_queue", "fm_job_created", "(created_at, id)", ""),
+    ("job_queue", "fm_job_workflow_created", "(workflow_id, created_at, id)", ""),
+    ("job_queue", "fm_job_robot_created", "(robot_id, created_at, id)", ""),
+    ("job_queue", "fm_job_status_created", "(status, created_at, id)", ""),
+    ("job_queue", "fm_job_env_created", "(environment, created_at, id)", ""),
+    ("job_queue", "fm_job_active", "(status, created_at)", "WHERE status IN ('pending', 'running')"),
+    ("job_queue", "fm_job_completed_at", "(completed_at)", "WHERE completed_at IS NOT NULL"),
+    ("job_queue", "fm_job_started_at", "(started_at)", "WHERE started_at IS NOT NULL"),
+    ("robot_heartbeats", "fm_hb_robot_ts", '(robot_id, "timestamp" DESC)', ""),
+    ("robot_heartbeats", "fm_hb_ts", '("timestamp" DESC)', ""),
+]
+
+APP_TABLES = [
+    f"CREATE SCHEMA IF NOT EXISTS {APP_SCHEMA}",
+    f"""CREATE TABLE IF NOT EXISTS {APP_SCHEMA}.meta (
+            key text PRIMARY KEY,
+            value jsonb NOT NULL,
+            updated_at timestamptz NOT NULL DEFAULT now()
+        )""",
+]
+
+# Serialises schema set-up when several workers start at once.
+_SCHEMA_LOCK_KEY = 0x466C6565
+
+
+def existing_tables(conn) -> set[str]:
+    rows = conn.execute(
+        sa.text(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p', 'v', 'm', 'f')"
+        )
+    )
+    return {r[0] for r in rows}
+
+
+def ensure_schema(engine: Engine) -> list[str]:
+    """Create what is missing; return a list of what was created (for the log)."""
+    created: list[str] = []
+    try:
+        with engine.connect() as conn:
+            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+            # Index builds on a large orchestrator table may take longer than a request may.
+            conn.execute(sa.text("SET statement_timeout = 0"))
+            conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": _SCHEMA_LOCK_KEY})
+            try:
+                tables = existing_tables(conn)
+                for name, ddl in ORCHESTRATOR_TABLES.items():
+                    if name not in tables:
+                        conn.execute(sa.text(ddl))
+                        created.append(f"table {name}")
+                for ddl in APP_TABLES:
+                    conn.execute(sa.text(ddl))
+                for table, name, columns, where in INDEXES:
+                    # CONCURRENTLY: never block the orchestrator's writes while building.
+                    conn.execute(
+                        sa.text(
+                            f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON {table} {columns} {where}"
+                        )
+                    )
+            finally:
+                conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": _SCHEMA_LOCK_KEY})
+    except _UNAVAILABLE as exc:
+        raise _translate(exc, engine) from exc
+    for item in created:
+        log.info("created %s", item)
+    return created

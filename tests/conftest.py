@@ -1,0 +1,131 @@
+"""Shared fixtures: a real PostgreSQL (embedded, or TEST_DATABASE_URL) and a real browser.
+
+Every test that touches data gets a fresh database of its own, so tests never see each
+other's rows and can compute expected values from exactly what they inserted.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from config import Settings  # noqa: E402
+from data.db import make_engine, sqlalchemy_url  # noqa: E402
+from data.schema import ensure_schema  # noqa: E402
+
+ARTIFACTS = ROOT / "tests" / "artifacts"
+
+
+def pytest_setup_options():
+    """Chrome options for dash_duo: Debian's Chromium, headless, no network chatter."""
+    from selenium.webdriver.chrome.options import Options
+
+    options = Options()
+    if Path("/usr/bin/chromium").exists():
+        options.binary_location = "/usr/bin/chromium"
+    for arg in (
+        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--no-first-run", "--window-size=1400,1000",
+    ):
+        options.add_argument(arg)
+    return options
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url():
+    """URL of a PostgreSQL server where tests may create and drop databases."""
+    url = os.environ.get("TEST_DATABASE_URL")
+    if url:
+        yield sqlalchemy_url(url)
+        return
+    import pgserver
+
+    data_dir = tempfile.mkdtemp(prefix="fleet-test-pg-", dir="/tmp")
+    server = pgserver.get_server(data_dir, cleanup_mode="delete")
+    try:
+        yield sqlalchemy_url(server.get_uri())
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
+def db_url(pg_admin_url):
+    """A fresh, empty database for one test; dropped afterwards."""
+    name = "fm_test_" + uuid.uuid4().hex[:12]
+    admin = sa.create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = make_url(pg_admin_url).set(database=name).render_as_string(hide_password=False)
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def raw_engine(db_url):
+    """An engine on the fresh database, before the app has created anything."""
+    engine = make_engine(db_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def engine(raw_engine):
+    """An engine on the fresh database with the orchestrator tables and our indexes."""
+    ensure_schema(raw_engine)
+    return raw_engine
+
+
+@pytest.fixture
+def test_settings(db_url):
+    """Settings for an app on the test database: no demo data, no simulator, fast refresh."""
+    return Settings.from_env(database_url=db_url, simulator=False, refresh_interval_ms=1000)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def start_app(dash_duo, test_settings):
+    """Start the real app on the test database in dash_duo; returns the app."""
+
+    def start(settings: Settings | None = None, path: str = "/"):
+        from app import create_app
+
+        app = create_app(settings or test_settings)
+        dash_duo.start_server(app, port=free_port())
+        if path != "/":
+            dash_duo.wait_for_page(url=dash_duo.server_url + path)
+        return app
+
+    return start
+
+
+def console_errors(dash_duo) -> list:
+    """Browser console entries of level SEVERE (errors)."""
+    return [e for e in (dash_duo.get_logs() or []) if e.get("level") == "SEVERE"]
+
+
+def save_screenshot(dash_duo, name: str) -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    dash_duo.driver.save_screenshot(str(path))
+    return path
