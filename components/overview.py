@@ -100,8 +100,8 @@ def queue_figure(series: pd.DataFrame, tz: str, theme: str = "light") -> go.Figu
             line=dict(color=JOB_STATUS_COLORS["pending"], width=2, shape="hv"), fill="tozeroy",
             name="Waiting jobs", hovertemplate="%{x|%H:%M}<br>%{y} waiting<extra></extra>",
         ),
-        layout=dict(template=template(theme), height=260, title="Queue depth (waiting jobs)",
-                    yaxis_title="jobs", xaxis_title=f"time ({tz})", showlegend=False),
+        layout=dict(template=template(theme), height=260,
+                    yaxis_title="waiting jobs", xaxis_title=f"time ({tz})", showlegend=False),
     )
     return fig
 
@@ -111,7 +111,7 @@ def throughput_figure(series: pd.DataFrame, tz: str, theme: str = "light") -> go
         return empty_figure("No jobs finished in the last hours", theme)
     x = fmt.to_zone(series["ts"], tz)
     fig = go.Figure(layout=dict(template=template(theme), height=260, barmode="stack",
-                                title="Throughput (jobs finished)", yaxis_title="jobs per 15 min",
+                                yaxis_title="jobs per 15 min",
                                 xaxis_title=f"time ({tz})"))
     for status in ("completed", "failed"):
         fig.add_bar(x=x, y=series[status], name=status.capitalize(), marker_color=JOB_STATUS_COLORS[status],

@@ -17,7 +17,7 @@ def navbar() -> dbc.Navbar:
     return dbc.Navbar(
         dbc.Container([
             dbc.NavbarBrand([html.Span("◉", className="brand-mark", **{"aria-hidden": "true"}), " Fleet Monitor"], href="/"),
-            dbc.NavbarToggler(id="nav-toggler", **{"aria-label": "Menu"}),
+            dbc.NavbarToggler(id="nav-toggler"),
             dbc.Collapse(dbc.Nav(links, navbar=True, className="me-auto"), id="nav-collapse", navbar=True),
             html.Span(id="tz-label", className="navbar-text small tz-label"),
         ], fluid=True),
