@@ -129,3 +129,23 @@ def save_screenshot(dash_duo, name: str) -> Path:
     path = ARTIFACTS / f"{name}.png"
     dash_duo.driver.save_screenshot(str(path))
     return path
+
+
+@pytest.fixture
+def database_outage(pg_admin_url, db_url):
+    """Cut the test database off (refuse and drop connections) and bring it back."""
+    admin = sa.create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
+    name = make_url(db_url).database
+
+    def set_reachable(reachable: bool):
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS {"true" if reachable else "false"}'))
+            if not reachable:
+                conn.execute(sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
+                             {"n": name})
+
+    try:
+        yield set_reachable
+    finally:
+        set_reachable(True)
+        admin.dispose()
