@@ -99,6 +99,7 @@ INDEXES = [
     ("job_queue", "fm_job_active", "(status, created_at)", "WHERE status IN ('pending', 'running')"),
     ("job_queue", "fm_job_completed_at", "(completed_at)", "WHERE completed_at IS NOT NULL"),
     ("job_queue", "fm_job_started_at", "(started_at)", "WHERE started_at IS NOT NULL"),
+    ("job_queue", "fm_job_duration", "((completed_at - started_at), id)", "WHERE completed_at IS NOT NULL AND started_at IS NOT NULL"),
     ("robot_heartbeats", "fm_hb_robot_ts", '(robot_id, "timestamp" DESC)', ""),
     ("robot_heartbeats", "fm_hb_ts", '("timestamp" DESC)', ""),
 ]
