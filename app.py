@@ -15,6 +15,8 @@ import flask
 from config import PROJECT_DIR, Settings
 from data.db import DatabaseUnavailable, check_connection, describe_url, make_engine, start_embedded
 from data.schema import ensure_schema
+from data.users import ensure_demo_users
+from server.auth import ConfigError, init_auth
 from server.state import EXTENSION_KEY, FleetState
 
 log = logging.getLogger("fleet_monitor")
@@ -28,11 +30,14 @@ def create_server(settings: Settings) -> flask.Flask:
     check_connection(engine)
     ensure_schema(engine)
     server.extensions[EXTENSION_KEY] = FleetState(settings=settings, engine=engine)
+    init_auth(server, settings, engine)
     if settings.embedded:
         from data.demo import ensure_demo_data
         from data.simulator import start_simulator
 
         ensure_demo_data(engine, settings)
+        for username, password, role in ensure_demo_users(engine):
+            log.warning("demo user %-8s password %-14s (%s)", username, password, role)
         start_simulator(engine, settings)
     from server.cli import register_cli
 
@@ -57,6 +62,9 @@ def create_app(settings: Settings | None = None) -> dash.Dash:
         # Bootstrap is served from assets/vendor, listed first so our styles override it.
         external_stylesheets=["/assets/vendor/bootstrap.min.css"],
         assets_ignore=r"vendor/.*",
+        # Dash sends the CSRF cookie back in this header on every callback (double submit).
+        csrf_token_name="csrf_access_token",
+        csrf_header_name="X-CSRF-TOKEN",
         meta_tags=[{"name": "viewport", "content": "width=device-width, initial-scale=1"}],
     )
     from components.shell import register_shell_callbacks, shell_layout
@@ -70,7 +78,7 @@ def _build_or_exit(settings: Settings | None = None) -> dash.Dash:
     """Build the app; when the database cannot be reached, say where and exit (no traceback)."""
     try:
         return create_app(settings)
-    except DatabaseUnavailable as exc:
+    except (DatabaseUnavailable, ConfigError) as exc:
         print(f"Fleet Monitor cannot start: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
 

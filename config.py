@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 PROJECT_DIR = Path(__file__).resolve().parent
@@ -41,7 +41,12 @@ class Settings:
     demo_jobs: int = 150_000
     demo_robots: int = 48
     simulator: bool = True
-    extra: dict = field(default_factory=dict)
+    # Signs session and API tokens. Required outside the embedded demo (which keeps its own).
+    jwt_secret: str = ""
+    # Send cookies over HTTPS only; set to true when the app is served behind TLS.
+    cookie_secure: bool = False
+    # When set, /metrics also accepts this static bearer token (for Prometheus).
+    metrics_token: str = ""
 
     @property
     def embedded(self) -> bool:
@@ -61,6 +66,9 @@ class Settings:
             demo_jobs=_int("FLEET_DEMO_JOBS", 150_000),
             demo_robots=_int("FLEET_DEMO_ROBOTS", 48),
             simulator=_bool("FLEET_SIMULATOR", True),
+            jwt_secret=os.environ.get("FLEET_JWT_SECRET", ""),
+            cookie_secure=_bool("FLEET_COOKIE_SECURE", False),
+            metrics_token=os.environ.get("FLEET_METRICS_TOKEN", ""),
         )
         values.update(overrides)
         return cls(**values)

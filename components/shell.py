@@ -5,7 +5,29 @@ import dash
 import dash_bootstrap_components as dbc
 from dash import Input, Output, State, dcc, html
 
+from flask_jwt_extended import get_jwt
+
 from config import Settings
+from server.auth import identity
+
+
+def user_menu():
+    """Who is signed in, and a sign-out form (posts the CSRF token as a field)."""
+    who = identity()
+    if who is None:
+        return None
+    try:
+        csrf = get_jwt().get("csrf", "")
+    except RuntimeError:
+        csrf = ""
+    return html.Form(
+        [
+            html.Span([html.Strong(who.username), f" · {who.role}"], className="small me-2"),
+            dcc.Input(type="hidden", name="csrf_token", value=csrf),
+            html.Button("Sign out", type="submit", className="btn btn-outline-light btn-sm", id="logout-button"),
+        ],
+        action="/logout", method="POST", className="d-flex align-items-center user-menu",
+    )
 
 
 def navbar() -> dbc.Navbar:
@@ -19,7 +41,8 @@ def navbar() -> dbc.Navbar:
             dbc.NavbarBrand([html.Span("◉", className="brand-mark", **{"aria-hidden": "true"}), " Fleet Monitor"], href="/"),
             dbc.NavbarToggler(id="nav-toggler"),
             dbc.Collapse(dbc.Nav(links, navbar=True, className="me-auto"), id="nav-collapse", navbar=True),
-            html.Span(id="tz-label", className="navbar-text small tz-label"),
+            html.Span(id="tz-label", className="navbar-text small tz-label me-3"),
+            user_menu(),
         ], fluid=True),
         color="dark", dark=True, className="mb-3 app-navbar",
     )

@@ -104,6 +104,17 @@ def read_row(engine: Engine, sql: str, params: Mapping[str, Any] | None = None) 
         raise _translate(exc, engine) from exc
 
 
+def write_row(engine: Engine, sql: str, params: Mapping[str, Any] | None = None) -> dict | None:
+    """Run one bound-parameter write in its own transaction; return its first RETURNING row."""
+    try:
+        with engine.begin() as conn:
+            result = conn.execute(sa.text(sql), dict(params or {}))
+            row = result.mappings().first() if result.returns_rows else None
+            return dict(row) if row is not None else None
+    except _UNAVAILABLE as exc:
+        raise _translate(exc, engine) from exc
+
+
 def check_connection(engine: Engine) -> None:
     """Raise DatabaseUnavailable with a readable message when the database cannot be reached."""
     read_row(engine, "SELECT 1 AS ok")

@@ -111,6 +111,56 @@ APP_TABLES = [
             value jsonb NOT NULL,
             updated_at timestamptz NOT NULL DEFAULT now()
         )""",
+    f"""CREATE TABLE IF NOT EXISTS {APP_SCHEMA}.users (
+            username text PRIMARY KEY,
+            password_hash text NOT NULL,
+            role text NOT NULL CHECK (role IN ('viewer', 'operator', 'admin')),
+            enabled boolean NOT NULL DEFAULT true,
+            created_at timestamptz NOT NULL DEFAULT now(),
+            last_login_at timestamptz,
+            failed_attempts integer NOT NULL DEFAULT 0
+        )""",
+    # Failed sign-ins, for throttling per user and per client address across all workers.
+    f"""CREATE TABLE IF NOT EXISTS {APP_SCHEMA}.login_failures (
+            id bigserial PRIMARY KEY,
+            username text NOT NULL,
+            client_addr text NOT NULL,
+            at timestamptz NOT NULL DEFAULT now()
+        )""",
+    f"CREATE INDEX IF NOT EXISTS login_failures_user ON {APP_SCHEMA}.login_failures (username, at)",
+    f"CREATE INDEX IF NOT EXISTS login_failures_addr ON {APP_SCHEMA}.login_failures (client_addr, at)",
+    # Revoked JWTs (logout); rows are kept until the token would have expired anyway.
+    f"""CREATE TABLE IF NOT EXISTS {APP_SCHEMA}.revoked_tokens (
+            jti text PRIMARY KEY,
+            expires_at timestamptz NOT NULL,
+            revoked_at timestamptz NOT NULL DEFAULT now()
+        )""",
+    f"""CREATE TABLE IF NOT EXISTS {APP_SCHEMA}.display_tokens (
+            id bigserial PRIMARY KEY,
+            name text NOT NULL,
+            token_hash text NOT NULL UNIQUE,
+            created_by text NOT NULL,
+            created_at timestamptz NOT NULL DEFAULT now(),
+            last_used_at timestamptz,
+            revoked_at timestamptz
+        )""",
+    f"""CREATE TABLE IF NOT EXISTS {APP_SCHEMA}.audit_log (
+            id bigserial PRIMARY KEY,
+            at timestamptz NOT NULL DEFAULT now(),
+            username text NOT NULL,
+            role text NOT NULL,
+            action text NOT NULL,
+            target_type text NOT NULL,
+            target_id text NOT NULL,
+            before_status text,
+            after_status text,
+            outcome text NOT NULL,
+            detail jsonb NOT NULL DEFAULT '{{}}',
+            client_addr text,
+            idempotency_key text UNIQUE
+        )""",
+    f"CREATE INDEX IF NOT EXISTS audit_log_target ON {APP_SCHEMA}.audit_log (target_type, target_id, at)",
+    f"CREATE INDEX IF NOT EXISTS audit_log_at ON {APP_SCHEMA}.audit_log (at DESC)",
 ]
 
 # Serialises schema set-up when several workers start at once.

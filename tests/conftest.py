@@ -25,6 +25,10 @@ from data.db import make_engine, sqlalchemy_url  # noqa: E402
 from data.schema import ensure_schema  # noqa: E402
 
 ARTIFACTS = ROOT / "tests" / "artifacts"
+TEST_JWT_SECRET = "test-secret-" + "x" * 40
+# One user per role, created in the test database when an app starts.
+TEST_USERS = {"viewer": ("vera", "viewer-pass-1"), "operator": ("otto", "operator-pass-1"),
+              "admin": ("ada", "admin-pass-1")}
 
 
 def pytest_setup_options():
@@ -94,7 +98,8 @@ def engine(raw_engine):
 @pytest.fixture
 def test_settings(db_url):
     """Settings for an app on the test database: no demo data, no simulator, fast refresh."""
-    return Settings.from_env(database_url=db_url, simulator=False, refresh_interval_ms=1000)
+    return Settings.from_env(database_url=db_url, simulator=False, refresh_interval_ms=1000,
+                             jwt_secret=TEST_JWT_SECRET)
 
 
 def free_port() -> int:
@@ -103,20 +108,64 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def create_test_users(engine) -> None:
+    from data.users import UserError, create_user
+
+    for role, (username, password) in TEST_USERS.items():
+        try:
+            create_user(engine, username, password, role)
+        except UserError:
+            pass
+
+
+def login(dash_duo, role: str = "admin", path: str = "/") -> None:
+    """Sign in through the real form and wait for the Dash page at `path`."""
+    from urllib.parse import quote
+
+    username, password = TEST_USERS[role]
+    dash_duo.driver.get(f"{dash_duo.server_url}/login?next={quote(path)}")
+    dash_duo.wait_for_element("#username").send_keys(username)
+    dash_duo.find_element("#password").send_keys(password)
+    dash_duo.find_element("#login-submit").click()
+    dash_duo.wait_for_element(dash_duo.dash_entry_locator, timeout=15)
+
+
 @pytest.fixture
 def start_app(dash_duo, test_settings):
-    """Start the real app on the test database in dash_duo; returns the app."""
+    """Start the real app on the test database in dash_duo, signed in as `role`; returns the app.
 
-    def start(settings: Settings | None = None, path: str = "/"):
+    role=None leaves the browser signed out (at the sign-in page)."""
+
+    def start(settings: Settings | None = None, path: str = "/", role: str | None = "admin"):
         from app import create_app
 
         app = create_app(settings or test_settings)
-        dash_duo.start_server(app, port=free_port())
-        if path != "/":
-            dash_duo.wait_for_page(url=dash_duo.server_url + path)
+        create_test_users(app.server.extensions["fleet_monitor"].engine)
+        dash_duo.start_server(app, navigate=False, port=free_port())
+        dash_duo._url = dash_duo.server.url  # set without navigating: the first page is /login
+        if role:
+            login(dash_duo, role, path)
         return app
 
     return start
+
+
+@pytest.fixture
+def app_client(test_settings):
+    """A Flask test client of the real app (no browser), with the test users created."""
+    from app import create_app
+
+    app = create_app(test_settings)
+    create_test_users(app.server.extensions["fleet_monitor"].engine)
+    return app.server.test_client()
+
+
+def api_token(client, role: str = "viewer") -> str:
+    """An API access token for the test user of `role`."""
+    username, password = TEST_USERS[role]
+    response = client.post("/api/v1/auth/login", json={"username": username, "password": password})
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return response.get_json()["access_token"]
 
 
 def console_errors(dash_duo) -> list:
