@@ -9,7 +9,6 @@ import logging
 import sys
 
 import dash
-import dash_bootstrap_components as dbc
 import flask
 
 from config import PROJECT_DIR, Settings
@@ -40,8 +39,10 @@ def create_server(settings: Settings) -> flask.Flask:
             log.warning("demo user %-8s password %-14s (%s)", username, password, role)
         start_simulator(engine, settings)
     from server.cli import register_cli
+    from server.cli_admin import register_admin_cli
 
     register_cli(server)
+    register_admin_cli(server)
     return server
 
 
