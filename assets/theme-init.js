@@ -1,7 +1,7 @@
 // Apply the remembered theme before the page paints (no flash of the wrong theme).
 (function () {
   try {
-    var theme = window.localStorage.getItem('fleet-theme');
+    var theme = JSON.parse(window.localStorage.getItem('theme') || 'null');
     if (theme === 'dark' || theme === 'light') {
       document.documentElement.setAttribute('data-bs-theme', theme);
     }

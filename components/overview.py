@@ -91,7 +91,7 @@ def robot_grid(robots: pd.DataFrame, tz: str) -> html.Div:
     return html.Div([legend, *groups])
 
 
-def queue_figure(series: pd.DataFrame, tz: str, theme: str = "light") -> go.Figure:
+def queue_figure(series: pd.DataFrame, tz: str, theme: str | None = None) -> go.Figure:
     if series.empty:
         return empty_figure("No queue data", theme)
     fig = go.Figure(
@@ -106,7 +106,7 @@ def queue_figure(series: pd.DataFrame, tz: str, theme: str = "light") -> go.Figu
     return fig
 
 
-def throughput_figure(series: pd.DataFrame, tz: str, theme: str = "light") -> go.Figure:
+def throughput_figure(series: pd.DataFrame, tz: str, theme: str | None = None) -> go.Figure:
     if series.empty or (series["completed"].sum() + series["failed"].sum()) == 0:
         return empty_figure("No jobs finished in the last hours", theme)
     x = fmt.to_zone(series["ts"], tz)

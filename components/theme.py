@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 
+import flask
+
 import plotly.graph_objects as go
 import plotly.io as pio
 
@@ -62,11 +64,19 @@ for _name, _tpl in TEMPLATES.items():
     pio.templates[f"fleet_{_name}"] = _tpl
 
 
-def template(theme: str = "light") -> go.layout.Template:
-    return copy.deepcopy(TEMPLATES.get(theme, TEMPLATES["light"]))
+def viewer_theme() -> str:
+    """The theme the viewer chose (a cookie the theme toggle sets); light outside a request."""
+    if flask.has_request_context():
+        return "dark" if flask.request.cookies.get("fleet_theme") == "dark" else "light"
+    return "light"
 
 
-def empty_figure(message: str, theme: str = "light", height: int = 260) -> go.Figure:
+def template(theme: str | None = None) -> go.layout.Template:
+    """The figure template of a theme; without one, of the viewer's theme."""
+    return copy.deepcopy(TEMPLATES.get(theme or viewer_theme(), TEMPLATES["light"]))
+
+
+def empty_figure(message: str, theme: str | None = None, height: int = 260) -> go.Figure:
     """A figure that says why there is nothing to draw instead of showing empty axes."""
     fig = go.Figure(layout=dict(template=template(theme), height=height))
     fig.update_xaxes(visible=False)

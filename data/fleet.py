@@ -198,3 +198,50 @@ def recent_job_changes(engine: Engine, limit: int = 15) -> pd.DataFrame:
     ) changes ORDER BY at DESC, job_id LIMIT :n
     """
     return read_frame(engine, sql, {"n": limit})
+
+
+def recent_failures(engine: Engine, minutes: int = 60, limit: int = 8) -> dict:
+    """Jobs that finished in the last minutes: failure count and rate, and the workflows failing most."""
+    sql = """
+    WITH finished AS (
+        SELECT workflow_name, status, completed_at FROM job_queue
+        WHERE completed_at >= now() - make_interval(mins => :m) AND status IN ('completed', 'failed')
+    )
+    SELECT workflow_name, count(*) FILTER (WHERE status = 'failed') AS failed, count(*) AS finished,
+           max(completed_at) FILTER (WHERE status = 'failed') AS last_failed_at
+    FROM finished GROUP BY workflow_name
+    """
+    frame = read_frame(engine, sql, {"m": minutes})
+    failed = int(frame["failed"].sum()) if not frame.empty else 0
+    finished = int(frame["finished"].sum()) if not frame.empty else 0
+    top = frame[frame["failed"] > 0].sort_values(["failed", "workflow_name"], ascending=[False, True]).head(limit)
+    return {
+        "minutes": minutes,
+        "failed": failed,
+        "finished": finished,
+        "failure_rate": failed / finished if finished else None,
+        "by_workflow": top.reset_index(drop=True),
+    }
+
+
+def sla_breaches(engine: Engine, hours: int = 24, success_target: float = 0.99,
+                 p95_target_ms: float = 60_000) -> pd.DataFrame:
+    """Workflows whose jobs finished in the last hours missed the success-rate or P95 target.
+
+    Covers finished jobs that ran (completed and failed with both timestamps), by completed_at.
+    """
+    sql = """
+    SELECT workflow_id, workflow_name,
+           count(*) AS finished,
+           avg((status = 'completed')::int)::float8 AS success_rate,
+           percentile_cont(0.95) WITHIN GROUP (
+               ORDER BY extract(epoch FROM completed_at - started_at) * 1000)::float8 AS p95_duration_ms
+    FROM job_queue
+    WHERE completed_at >= now() - make_interval(hours => :h) AND status IN ('completed', 'failed')
+      AND started_at IS NOT NULL
+    GROUP BY workflow_id, workflow_name
+    HAVING avg((status = 'completed')::int) < :s
+        OR percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM completed_at - started_at) * 1000) > :p
+    ORDER BY avg((status = 'completed')::int), workflow_name
+    """
+    return read_frame(engine, sql, {"h": hours, "s": success_target, "p": p95_target_ms})

@@ -9,6 +9,7 @@ import dash_bootstrap_components as dbc
 from dash import Input, Output, State, callback, dcc, html, no_update
 
 from components import format as fmt
+from components.shell import refresh_control
 from components.overview import job_feed, kpi_tiles, queue_figure, robot_grid, throughput_figure
 from data import fleet
 from data.db import DatabaseUnavailable
@@ -17,6 +18,7 @@ from server.state import current
 
 dash.register_page(__name__, path="/", name="Overview", title="Fleet overview · Fleet Monitor", order=0)
 
+INTERVAL = {"type": "live-interval", "page": "overview"}
 # Even when no job changed, redraw the time series now and then: their time axis moves on.
 HEAVY_REFRESH_SECONDS = 60
 
@@ -32,8 +34,11 @@ def layout(**_query):
         dbc.Alert(id="overview-alert", color="danger", is_open=False, className="sticky-alert"),
         html.Div([
             html.H1("Fleet overview", className="h3 mb-0"),
-            html.Span(id="overview-updated", className="text-muted small", **{"aria-live": "polite"}),
-        ], className="d-flex justify-content-between align-items-baseline mb-3 flex-wrap gap-2"),
+            html.Div([
+                html.Span(id="overview-updated", className="text-muted small me-3", **{"aria-live": "polite"}),
+                refresh_control("overview", settings.refresh_interval_ms),
+            ], className="d-flex align-items-center flex-wrap"),
+        ], className="d-flex justify-content-between align-items-center mb-3 flex-wrap gap-2"),
         html.Div(id="overview-tiles", className="kpi-row mb-3"),
         _card("Robots", html.Div(id="overview-grid")),
         dbc.Row([
@@ -41,7 +46,6 @@ def layout(**_query):
             dbc.Col(_card("Throughput", dcc.Graph(id="overview-throughput", **graph)), lg=6),
         ]),
         _card("Latest job changes", html.Div(id="overview-feed")),
-        dcc.Interval(id="overview-interval", interval=settings.refresh_interval_ms, n_intervals=0),
         dcc.Store(id="overview-state", data={}),
     ])
 
@@ -56,11 +60,11 @@ def layout(**_query):
     Output("overview-alert", "children"),
     Output("overview-alert", "is_open"),
     Output("overview-state", "data"),
-    Input("overview-interval", "n_intervals"),
+    Input(INTERVAL, "n_intervals"),
     Input("tz", "data"),
     State("overview-state", "data"),
     # The interval is disabled while a refresh runs, so refreshes never overlap.
-    running=[(Output("overview-interval", "disabled"), True, False)],
+    running=[(Output(INTERVAL, "disabled"), True, False)],
 )
 def refresh(_n, tz_name, state):
     tz = safe_tz(tz_name)
