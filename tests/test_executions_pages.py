@@ -1,0 +1,119 @@
+"""Job history and job page in a real browser, on rows the test inserts."""
+from __future__ import annotations
+
+from datetime import timedelta
+from urllib.parse import parse_qs, urlparse
+
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+
+from tests.conftest import console_errors, save_screenshot
+from tests.helpers import insert_job, insert_robot, utcnow
+
+ROWS = ".ag-center-cols-container .ag-row"
+
+
+def grid_ids(dash_duo) -> set[str]:
+    """Full job ids of the rows on screen (each grid row carries its job id)."""
+    return set(dash_duo.driver.execute_script(
+        "return Array.from(document.querySelectorAll(arguments[0])).map(e => e.getAttribute('row-id'));",
+        f"#exec-grid {ROWS}"))
+
+
+def wait_for_ids(dash_duo, expected: set[str], timeout: float = 15) -> None:
+    WebDriverWait(dash_duo.driver, timeout).until(
+        lambda _d: grid_ids(dash_duo) == expected,
+        message=f"grid never showed exactly {len(expected)} expected rows",
+    )
+
+
+def query(dash_duo) -> dict:
+    return {k: v[0] for k, v in parse_qs(urlparse(dash_duo.driver.current_url).query).items()}
+
+
+def test_filter_share_link_open_job(dash_duo, start_app, engine):
+    now = utcnow()
+    ids = {}
+    with engine.begin() as c:
+        insert_robot(c, "robot-1", last_heartbeat=now)
+        for i in range(12):
+            wf = "wf-invoice" if i % 2 else "wf-payroll"
+            status = ["completed", "failed", "pending"][i % 3]
+            created = now - timedelta(hours=1, minutes=7 * i)
+            started = created + timedelta(seconds=20) if status != "pending" else None
+            done = started + timedelta(seconds=30 + i) if started else None
+            result = {}
+            if status == "failed":
+                result = {"node_executions": [
+                    {"node_id": "open_portal", "node_type": "browser", "status": "completed",
+                     "started_at": started.isoformat(), "completed_at": (started + timedelta(seconds=12)).isoformat()},
+                    {"node_id": "download_invoices", "node_type": "http", "status": "completed",
+                     "started_at": (started + timedelta(seconds=12)).isoformat(), "duration_ms": 9000},
+                    {"node_id": "post_ledger", "node_type": "sap", "status": "failed",
+                     "started_at": (started + timedelta(seconds=21)).isoformat(), "duration_ms": 4000,
+                     "error": "TimeoutError: SAP did not answer"},
+                ]}
+            job_id = insert_job(c, status=status, workflow_id=wf, workflow_name=wf.replace("wf-", "").title(),
+                                robot_id="robot-1" if started else None, created_at=created, started_at=started,
+                                completed_at=done, error_message="TimeoutError: SAP did not answer"
+                                if status == "failed" else None, result=result, variables={"batch": i})
+            ids[job_id] = (wf, status)
+
+    start_app(path="/executions")
+    wait_for_ids(dash_duo, set(ids))
+    dash_duo.wait_for_contains_text("#exec-count", "12 jobs")
+    dash_duo.wait_for_contains_text("#exec-summary", "P95")
+    save_screenshot(dash_duo, "executions")
+
+    # Filter by status: the rows and the URL change.
+    dash_duo.find_element("#exec-status input[value='failed']").click()
+    failed = {j for j, (_wf, s) in ids.items() if s == "failed"}
+    wait_for_ids(dash_duo, failed)
+    assert query(dash_duo)["status"] == "failed"
+
+    # And by workflow.
+    dash_duo.select_dcc_dropdown("#exec-workflow", value="Invoice (wf-invoice)")
+    expected = {j for j, (wf, s) in ids.items() if s == "failed" and wf == "wf-invoice"}
+    assert expected and expected != failed
+    wait_for_ids(dash_duo, expected)
+    assert query(dash_duo) == {"status": "failed", "workflow": "wf-invoice"}
+    dash_duo.wait_for_contains_text("#exec-count", f"{len(expected)} job")
+
+    # The link restores the view in a fresh page.
+    link = dash_duo.driver.current_url
+    dash_duo.driver.get("about:blank")
+    dash_duo.driver.get(link)
+    wait_for_ids(dash_duo, expected)
+    assert dash_duo.find_element("#exec-status input[value='failed']").is_selected()
+    assert "Invoice" in dash_duo.find_element("#exec-workflow").text
+
+    # A row opens the job page, whose step chart shows the three steps.
+    job_id = sorted(expected)[0]
+    dash_duo.find_element(f"#exec-grid {ROWS}[row-id='{job_id}'] [col-id='workflow_name']").click()
+    dash_duo.wait_for_contains_text("#job-full-id", job_id, timeout=15)
+    assert urlparse(dash_duo.driver.current_url).path == f"/executions/{job_id}"
+    dash_duo.wait_for_element("#job-steps-chart .main-svg")
+    bars = dash_duo.driver.find_elements(By.CSS_SELECTOR, "#job-steps-chart .barlayer .point")
+    assert len(bars) == 3
+    for node in ("open_portal", "download_invoices", "post_ledger"):
+        assert node in dash_duo.find_element("#job-steps-chart").text
+    dash_duo.wait_for_contains_text("#job-error-message", "TimeoutError: SAP did not answer")
+    dash_duo.wait_for_element("#job-timeline .main-svg")
+    dash_duo.driver.set_window_size(1400, 2600)
+    save_screenshot(dash_duo, "job")
+    assert console_errors(dash_duo) == []
+
+
+def test_bad_links_get_clear_messages(dash_duo, start_app, engine):
+    start_app(path="/executions?status=exploded&range=5y&q=50%25_off")
+    dash_duo.wait_for_contains_text("#exec-notice", "Unknown status 'exploded'")
+    dash_duo.wait_for_contains_text("#exec-notice", "Unknown time range")
+    dash_duo.wait_for_contains_text("#exec-count", "0 jobs")
+    assert dash_duo.find_element("#exec-q").get_attribute("value") == "50%_off"
+
+    dash_duo.wait_for_page(url=dash_duo.server_url + "/executions/not-a-job")
+    dash_duo.wait_for_contains_text("#job-content", "No such job")
+    dash_duo.wait_for_page(url=dash_duo.server_url + "/executions/3f2b8c1e-5d4a-4c1b-9a7e-2f6d8b0c1a23")
+    dash_duo.wait_for_contains_text("#job-content", "No such job")
+    save_screenshot(dash_duo, "job-not-found")
+    assert console_errors(dash_duo) == []
