@@ -198,3 +198,20 @@ def database_outage(pg_admin_url, db_url):
     finally:
         set_reachable(True)
         admin.dispose()
+
+
+def choose_option(dash_duo, selector: str, search: str, option_text: str) -> None:
+    """Pick an option of a (long, searchable) dcc.Dropdown the way a user does: open, type, click."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    dash_duo.find_element(selector).click()
+    dash_duo.driver.switch_to.active_element.send_keys(search)
+
+    def matching(driver):
+        for option in driver.find_elements(By.CSS_SELECTOR, ".dash-dropdown-options .dash-dropdown-option"):
+            if option.text == option_text:
+                return option
+        return False
+
+    WebDriverWait(dash_duo.driver, 10).until(matching).click()
