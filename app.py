@@ -12,6 +12,7 @@ import dash
 import flask
 
 from config import PROJECT_DIR, Settings
+from data.cache import init_cache
 from data.db import DatabaseUnavailable, check_connection, describe_url, make_engine, start_embedded
 from data.schema import ensure_schema
 from data.users import ensure_demo_users
@@ -30,6 +31,7 @@ def create_server(settings: Settings) -> flask.Flask:
     ensure_schema(engine)
     server.extensions[EXTENSION_KEY] = FleetState(settings=settings, engine=engine)
     init_auth(server, settings, engine)
+    init_cache(server, settings.redis_url, settings.cache_ttl_seconds)
     if settings.embedded:
         from data.demo import ensure_demo_data
         from data.simulator import start_simulator

@@ -47,6 +47,9 @@ class Settings:
     cookie_secure: bool = False
     # When set, /metrics also accepts this static bearer token (for Prometheus).
     metrics_token: str = ""
+    # Live data is shared between screens and workers for this long (Redis when REDIS_URL is set).
+    cache_ttl_seconds: int = 2
+    redis_url: str = ""
 
     @property
     def embedded(self) -> bool:
@@ -69,6 +72,8 @@ class Settings:
             jwt_secret=os.environ.get("FLEET_JWT_SECRET", ""),
             cookie_secure=_bool("FLEET_COOKIE_SECURE", False),
             metrics_token=os.environ.get("FLEET_METRICS_TOKEN", ""),
+            cache_ttl_seconds=_int("FLEET_CACHE_TTL_SECONDS", 2),
+            redis_url=os.environ.get("REDIS_URL", ""),
         )
         values.update(overrides)
         return cls(**values)

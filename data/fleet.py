@@ -8,6 +8,7 @@ from __future__ import annotations
 import pandas as pd
 from sqlalchemy.engine import Engine
 
+from data.cache import shared_cache
 from data.db import read_frame, read_row
 from data.status import live_status_sql
 
@@ -36,12 +37,14 @@ ROBOT_STATUS_SQL = f"""
 """
 
 
+@shared_cache
 def robot_statuses(engine: Engine, offline_after_s: int) -> pd.DataFrame:
     """One row per robot with its live status, heartbeat age, current job and latest metrics."""
     sql = ROBOT_STATUS_SQL + " ORDER BY r.environment, r.name, r.robot_id::text"
     return read_frame(engine, sql, {"offline_after": offline_after_s})
 
 
+@shared_cache
 def fleet_kpis(engine: Engine, tz: str, offline_after_s: int) -> dict:
     """The KPI tiles, with the orchestrator's field names where it has one.
 
@@ -126,6 +129,7 @@ def fleet_kpis(engine: Engine, tz: str, offline_after_s: int) -> dict:
     }
 
 
+@shared_cache
 def queue_depth_series(engine: Engine, hours: int = 6, step_minutes: int = 5) -> pd.DataFrame:
     """Jobs waiting (created, not yet started or cancelled) at each step over the last hours.
 
@@ -160,6 +164,7 @@ def queue_depth_series(engine: Engine, hours: int = 6, step_minutes: int = 5) ->
     return read_frame(engine, sql, {"hours": hours, "step": step_minutes})
 
 
+@shared_cache
 def throughput_series(engine: Engine, hours: int = 6, step_minutes: int = 15) -> pd.DataFrame:
     """Jobs completed and failed per step over the last hours, by completed_at."""
     sql = """
@@ -183,6 +188,7 @@ def throughput_series(engine: Engine, hours: int = 6, step_minutes: int = 15) ->
     return read_frame(engine, sql, {"hours": hours, "step": step_minutes})
 
 
+@shared_cache
 def recent_job_changes(engine: Engine, limit: int = 15) -> pd.DataFrame:
     """The latest job status changes (created, started, finished), newest first."""
     sql = """
@@ -200,6 +206,7 @@ def recent_job_changes(engine: Engine, limit: int = 15) -> pd.DataFrame:
     return read_frame(engine, sql, {"n": limit})
 
 
+@shared_cache
 def recent_failures(engine: Engine, minutes: int = 60, limit: int = 8) -> dict:
     """Jobs that finished in the last minutes: failure count and rate, and the workflows failing most."""
     sql = """
@@ -224,6 +231,7 @@ def recent_failures(engine: Engine, minutes: int = 60, limit: int = 8) -> dict:
     }
 
 
+@shared_cache
 def sla_breaches(engine: Engine, hours: int = 24, success_target: float = 0.99,
                  p95_target_ms: float = 60_000) -> pd.DataFrame:
     """Workflows whose jobs finished in the last hours missed the success-rate or P95 target.
