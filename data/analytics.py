@@ -895,9 +895,10 @@ def sla_report(engine: Engine, f: AnalyticsFilters) -> pd.DataFrame:
 def duration_histogram(engine: Engine, f: AnalyticsFilters, bins: int = 40, log: bool | None = None) -> pd.DataFrame:
     """Histogram of durations, binned in SQL (``width_bucket``), split by status.
 
-    Columns: ``bin`` (1..bins), ``bin_start_ms``, ``bin_end_ms``, ``status``, ``jobs``. With
-    ``log`` (default ``f.log_scale``) the bins are equal in log(duration), durations below 1 ms
-    fall in the first bin. The last bin includes the maximum."""
+    Columns: ``bin`` (1..bins), ``bin_start_ms``, ``bin_end_ms``, ``status``, ``jobs``; every
+    bin appears (an empty one once, with status None and 0 jobs). With ``log`` (default
+    ``f.log_scale``) the bins are equal in log(duration) and durations below 1 ms count as 1 ms.
+    The last bin includes the maximum. No rows when no job is timed."""
     log = f.log_scale if log is None else log
     where, params = _scope(f)
     params["bins"] = int(bins)
@@ -906,16 +907,16 @@ def duration_histogram(engine: Engine, f: AnalyticsFilters, bins: int = 40, log:
     sql = f"""
     WITH d AS (SELECT j.status, {value} AS v FROM job_queue j WHERE {where} AND {TIMED}),
     r AS (SELECT min(v) AS lo, max(v) AS hi FROM d),
-    w AS (SELECT lo, CASE WHEN hi > lo THEN (hi - lo) / :bins ELSE 1 END AS width FROM r WHERE lo IS NOT NULL),
+    w AS (SELECT lo, CASE WHEN hi > lo THEN (hi - lo) / :bins ELSE 1.0 / :bins END AS width
+          FROM r WHERE lo IS NOT NULL),
     binned AS (
-        SELECT least(greatest(floor((d.v - w.lo) / w.width)::int + 1, 1), :bins) AS bin, d.status
-        FROM d, w
+        SELECT least(greatest(floor((d.v - w.lo) / w.width)::int + 1, 1), :bins) AS bin, d.status, count(*) AS jobs
+        FROM d, w GROUP BY 1, 2
     )
-    SELECT bin, {edge.format('w.lo + (bin - 1) * w.width')} AS bin_start_ms,
-           {edge.format('w.lo + bin * w.width')} AS bin_end_ms, status, count(*) AS jobs
-    FROM binned, w
-    GROUP BY bin, status, w.lo, w.width
-    ORDER BY bin, status
+    SELECT g.bin, {edge.format('w.lo + (g.bin - 1) * w.width')} AS bin_start_ms,
+           {edge.format('w.lo + g.bin * w.width')} AS bin_end_ms, b.status, coalesce(b.jobs, 0) AS jobs
+    FROM w CROSS JOIN generate_series(1, :bins) AS g(bin) LEFT JOIN binned b ON b.bin = g.bin
+    ORDER BY g.bin, b.status
     """
     frame = read_frame(engine, sql, params)
     frame.attrs["covers"] = duration_covers(f)
@@ -1204,4 +1205,31 @@ def filter_options(engine: Engine, limit: int = 500) -> dict:
         "environments": [e for e in envs["environment"].tolist()],
         "workflows": workflows.to_dict("records"),
         "robots": robots.to_dict("records"),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Fleet utilization (the robots module owns the definition; this applies the page's filters)
+# ---------------------------------------------------------------------------------------------
+
+def fleet_utilization(engine: Engine, f: AnalyticsFilters) -> dict | None:
+    """Busy share per robot and by hour of the week (in ``f.tz``) over the window, from
+    data.robots (its module docstring defines utilization). Robot and environment filters
+    apply (the environment through the robots table); workflow filters do not. Returns
+    ``{"robots": DataFrame, "hour_of_week": DataFrame}``, or None when data.robots does not
+    offer the functions."""
+    try:
+        from data import robots as robots_data
+
+        per_robot, by_hour = robots_data.utilization, robots_data.utilization_by_hour_of_week
+    except (ImportError, AttributeError):
+        return None
+    ids: list[str] | None = list(f.robots) or None
+    if f.environment:
+        in_env = read_frame(engine, "SELECT robot_id::text AS robot_id FROM robots WHERE environment = :env "
+                                    "ORDER BY 1 LIMIT 5000", {"env": f.environment})["robot_id"].tolist()
+        ids = [r for r in ids if r in set(in_env)] if ids is not None else in_env
+    return {
+        "robots": per_robot(engine, ids, f.start, f.end),
+        "hour_of_week": by_hour(engine, ids, f.start, f.end, f.tz),
     }
