@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from data.db import _translate, _UNAVAILABLE
+from data.errors import error_type_sql
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,8 @@ INDEXES = [
     ("job_queue", "fm_job_completed_at", "(completed_at)", "WHERE completed_at IS NOT NULL"),
     ("job_queue", "fm_job_started_at", "(started_at)", "WHERE started_at IS NOT NULL"),
     ("job_queue", "fm_job_duration", "((completed_at - started_at), id)", "WHERE completed_at IS NOT NULL AND started_at IS NOT NULL"),
+    # The job history's error-type filter: same expression as the query, so it is used and has statistics.
+    ("job_queue", "fm_job_error_type", f"(({error_type_sql('error_message')}), created_at, id)", "WHERE error_message IS NOT NULL"),
     ("robot_heartbeats", "fm_hb_robot_ts", '(robot_id, "timestamp" DESC)', ""),
     ("robot_heartbeats", "fm_hb_ts", '("timestamp" DESC)', ""),
 ]
