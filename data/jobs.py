@@ -301,6 +301,8 @@ def filter_sql(filters: JobFilters, tz: str = "UTC", alias: str = "j") -> tuple[
             where.append(f"{a}.created_at < :f_end")
             params["f_end"] = _aware(filters.end, tz)
     if filters.error_type:
+        # Backed by the expression index fm_job_error_type (same expression, ordered by
+        # created_at, id), which also gives the planner statistics on error types.
         where.append(f"{a}.error_message IS NOT NULL AND {error_type_sql(f'{a}.error_message')} = :f_etype")
         params["f_etype"] = filters.error_type
     if filters.q:

@@ -224,6 +224,9 @@ def _cases(tz):
         ({"range": "custom", "from": start_local.isoformat()}, {"since": start_local.replace(tzinfo=paris)}),
         ({"error_type": "TimeoutError"}, {"error_type": "TimeoutError"}),
         ({"error_type": "NotFoundError"}, {"error_type": "NotFoundError"}),
+        ({"error_type": "ValueError"}, {"error_type": "ValueError"}),
+        ({"error_type": "PermissionError"}, {"error_type": "PermissionError"}),
+        ({"error_type": "UnknownError"}, {"error_type": "UnknownError"}),
         ({"q": "REFUSED"}, {"q": "refused"}),
         ({"status": "failed", "workflow": "wf-invoice", "range": "30d"},
          {"status": ["failed"], "workflow": ["wf-invoice"], "since": NOW - timedelta(days=30)}),
@@ -427,6 +430,14 @@ def test_paging_uses_the_index_not_offset(engine):
         c.execute(sa.text("SET enable_seqscan = off"))  # a tiny table would otherwise be scanned
         plan = "\n".join(r[0] for r in c.execute(sa.text("EXPLAIN " + sql), p))
     assert "fm_job_created" in plan and "OFFSET" not in sql.upper()
+
+    # The error-type filter reads its expression index in created order.
+    where, params = jobs.filter_sql(jobs.JobFilters(error_type="TimeoutError"), "UTC")
+    sql, p = jobs._phase_query(phase, where, params, None, True, 6)
+    with engine.connect() as c:
+        c.execute(sa.text("SET enable_seqscan = off"))
+        plan = "\n".join(r[0] for r in c.execute(sa.text("EXPLAIN " + sql), p))
+    assert "fm_job_error_type" in plan and "Sort" not in plan
 
 
 # ---------------------------------------------------------------------------------------------
