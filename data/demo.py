@@ -23,6 +23,8 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from data.schema import APP_SCHEMA
+
 log = logging.getLogger(__name__)
 
 # Share of the robots in each environment (routing pool).
@@ -37,6 +39,7 @@ NIGHT_HOURS = range(0, 6)
 HEARTBEAT_DAYS = 3
 HEARTBEAT_EVERY_S = 60
 LEASE_S = 300
+MAX_RETRIES = 3  # the orchestrator's default
 # Average robot-slot utilisation the history aims at; at peaks it is about twice that.
 TARGET_UTILISATION = 0.3
 CANCEL_RATE = 0.008
@@ -106,6 +109,32 @@ class WorkflowProfile:
     def sample_error(self, rng: np.random.Generator) -> ErrorProfile:
         weights = np.array([e.weight for e in self.errors])
         return self.errors[rng.choice(len(self.errors), p=weights / weights.sum())]
+
+    def end_fraction(self, node: int) -> float:
+        """Share of a full run that has elapsed when node number `node` (1-based) ends."""
+        starts, shares = self.node_bounds
+        return starts[node - 1] + shares[node - 1]
+
+    def node_executions(self, started_at: datetime, full_s: float, rng: np.random.Generator,
+                        fail_node: int | None = None, error: str | None = None) -> list[dict]:
+        """Per-node records of a run planned to take full_s seconds; with fail_node the run
+        stops there, that node failed with `error`. Each node uses most of its share of the
+        run (the rest is hand-over), so the records fit inside the run."""
+        starts, shares = self.node_bounds
+        last = fail_node or len(self.nodes)
+        records = []
+        for k in range(last):
+            begin = started_at + timedelta(seconds=full_s * starts[k])
+            duration = full_s * shares[k] * float(rng.uniform(0.55, 1.0))
+            failed = fail_node is not None and k + 1 == last
+            records.append({
+                "node_id": self.node_ids[k], "node_type": self.nodes[k][0],
+                "status": "failed" if failed else "completed",
+                "started_at": begin.isoformat(),
+                "completed_at": (begin + timedelta(seconds=duration)).isoformat(),
+                "duration_ms": round(duration * 1000), "error": error if failed else None,
+            })
+        return records
 
 
 def _snake(node_type: str) -> str:
@@ -336,18 +365,16 @@ def hourly_weights(start: datetime, hours: int, rng: np.random.Generator) -> np.
     weekdays = [d for d in range(n_days) if (day[0] + d + 3) % 7 < 5]
     if len(weekdays) > 10:
         day_factor[weekdays[len(weekdays) // 3]] *= 0.3
-    w = np.array(HOUR_OF_DAY)[hour_of_day] * np.array(DAY_OF_WEEK)[weekday] * day_factor[day_index]
-    return w
+    return np.array(HOUR_OF_DAY)[hour_of_day] * np.array(DAY_OF_WEEK)[weekday] * day_factor[day_index]
 
 
 def active_mask(start: datetime, hours: int, robot: RobotSpec) -> np.ndarray:
     """Hours in which the robot could be handed work."""
-    starts = np.array([start + timedelta(hours=k) for k in range(hours)], dtype=object)
-    ok = np.array([robot.registered_at <= s and s + timedelta(hours=1) <= robot.takes_jobs_until
-                   for s in starts])
+    starts = start.timestamp() + 3600.0 * np.arange(hours)
+    ok = (starts >= robot.registered_at.timestamp()) & (starts + 3600 <= robot.takes_jobs_until.timestamp())
     if robot.outage:
-        lo, hi = robot.outage
-        ok &= np.array([not (s < hi and s + timedelta(hours=1) > lo) for s in starts])
+        lo, hi = (t.timestamp() for t in robot.outage)
+        ok &= ~((starts < hi) & (starts + 3600 > lo))
     return ok
 
 
@@ -363,17 +390,15 @@ def build_fleet(robots: int, now: datetime, days: int, rng: np.random.Generator)
         raise ValueError("the demo fleet needs at least 6 robots")
     width = max(2, len(str(robots)))
     short = {"production": "prd", "finance": "fin", "staging": "stg"}
-    specs: list[dict] = []
-    for env, size in environment_sizes(robots).items():
-        for _ in range(size):
-            specs.append({"environment": env})
-    prod = [i for i, s in enumerate(specs) if s["environment"] == "production"]
-    roles = {prod[2 % len(prod)]: "maintenance", prod[5 % len(prod)]: "silent",
-             prod[8 % len(prod)]: "outage", len(specs) - 1: "new"}
+    envs = [env for env, size in environment_sizes(robots).items() for _ in range(size)]
+    # Special robots: every third production robot first, then any; the last one is new.
+    prod = [i for i, env in enumerate(envs) if env == "production"]
+    pool = [i for i in prod[2::3] + list(range(robots)) if i != robots - 1]
+    special = list(dict.fromkeys(pool))[:3]
+    roles = dict(zip(special, ("maintenance", "silent", "outage"))) | {robots - 1: "new"}
     history_start = now - timedelta(days=days)
     fleet = []
-    for i, spec in enumerate(specs, start=1):
-        env = spec["environment"]
+    for i, env in enumerate(envs, start=1):
         role = roles.get(i - 1, "normal")
         number = f"{i:0{width}d}"
         registered = history_start - timedelta(days=float(rng.uniform(5, 200)))
@@ -526,12 +551,12 @@ sampled AS (
            coalesce(i.fail_rate, p.failure_rate) AS fail_rate,
            least(14400, greatest(1, CASE WHEN d.r_mode < p.alt_share THEN p.alt_median_s ELSE p.median_s END
                  * exp(p.sigma * d.z_run) * :scale * coalesce(i.slowdown, 1))) AS full_s,
-           width_bucket(d.r_err, p.err_edges) AS err_k,
            CASE WHEN i.message IS NOT NULL AND d.r_err < 0.8 THEN i.message
                 ELSE p.err_msgs[width_bucket(d.r_err, p.err_edges)] END AS message,
            coalesce(i.message IS NOT NULL, false) OR p.err_retry[width_bucket(d.r_err, p.err_edges)] AS retryable,
            2 + floor(d.r_node * (p.n_nodes - 1))::int AS fail_node,
-           p.node_start, p.node_share
+           p.node_start[2 + floor(d.r_node * (p.n_nodes - 1))::int]
+               + p.node_share[2 + floor(d.r_node * (p.n_nodes - 1))::int] AS fail_frac
     FROM draws d
     JOIN profiles p ON p.wf = d.wf
     LEFT JOIN incidents i ON i.wf = d.wf AND d.created_at >= i.t_from AND d.created_at < i.t_to
@@ -541,11 +566,11 @@ shaped AS (
            s.r_fail < s.fail_rate AS failed,
            s.r_cancel < {CANCEL_RATE / 2} AS cancel_queued,
            s.r_cancel >= {CANCEL_RATE / 2} AND s.r_cancel < {CANCEL_RATE} AS cancel_running,
-           CASE WHEN s.r_fail < s.fail_rate THEN CASE WHEN s.retryable THEN 3 ELSE 0 END
+           CASE WHEN s.r_fail < s.fail_rate THEN CASE WHEN s.retryable THEN {MAX_RETRIES} ELSE 0 END
                 WHEN s.r_retry < s.fail_rate * 0.6 THEN 1 + (s.r_retry < s.fail_rate * 0.15)::int
                 ELSE 0 END AS retries,
            CASE WHEN s.r_fail < s.fail_rate
-                THEN s.full_s * (s.node_start[s.fail_node] + s.node_share[s.fail_node])
+                THEN s.full_s * s.fail_frac
                 ELSE s.full_s END AS run_s,
            extract(epoch FROM s.created_at) AS created_s,
            exp(ln(4) + 0.9 * s.z_wait) AS dispatch_s
@@ -630,7 +655,7 @@ SELECT p.workflow_id, p.workflow_name, p.workflow_json,
                 ) n))
             ELSE '{{}}'::jsonb END,
        CASE WHEN f.status = 'pending' AND NOT f.in_backoff THEN 0 ELSE f.retries END,
-       3,
+       {MAX_RETRIES},
        jsonb_build_object('batch_size', 1 + floor(f.r_var * 200)::int,
                           'source', (ARRAY['email', 'sftp', 'api', 'portal'])[1 + floor(f.r_var * 4)::int]),
        jsonb_build_object('trigger', CASE WHEN f.nightly OR f.r_trigger < 0.5 THEN 'schedule'
@@ -643,3 +668,334 @@ SELECT p.workflow_id, p.workflow_name, p.workflow_json,
                ELSE '{{}}'::jsonb END
 FROM final f JOIN profiles p ON p.wf = f.wf
 """
+
+_ROBOT_COLUMNS = """r(robot_id text, hb_from timestamptz, hb_until timestamptz, maintenance_from timestamptz,
+    outage_from timestamptz, outage_to timestamptz, cpu_base float8, memory_total_mb float8,
+    memory_base_mb float8, disk_percent float8, booted_at timestamptz, ip text)"""
+
+# Heartbeats every ~60 s. A beat's current_jobs is the running count of job starts (+1) and
+# ends (-1) before it on the same robot; CPU and memory follow that load plus smoothed noise.
+_HEARTBEATS_SQL = f"""
+INSERT INTO robot_heartbeats (robot_id, "timestamp", status, current_jobs, metrics, ip_address, latency_ms)
+WITH r AS (SELECT * FROM jsonb_to_recordset(CAST(:robots AS jsonb)) AS {_ROBOT_COLUMNS}),
+beats AS (
+    SELECT r.robot_id, r.hb_until - make_interval(secs => k * {HEARTBEAT_EVERY_S} + random() * 4) AS ts
+    FROM r, generate_series(0, floor(extract(epoch FROM r.hb_until - r.hb_from) / {HEARTBEAT_EVERY_S})::int) AS k
+),
+events AS (
+    SELECT robot_id, ts, 0 AS delta FROM beats
+    WHERE NOT EXISTS (SELECT 1 FROM r WHERE r.robot_id = beats.robot_id
+                      AND beats.ts >= r.outage_from AND beats.ts < r.outage_to)
+    UNION ALL
+    SELECT robot_id, started_at, 1 FROM job_queue
+    WHERE robot_id IS NOT NULL AND started_at IS NOT NULL
+      AND (completed_at IS NULL OR completed_at >= CAST(:hb0 AS timestamptz))
+    UNION ALL
+    SELECT robot_id, completed_at, -1 FROM job_queue
+    WHERE robot_id IS NOT NULL AND started_at IS NOT NULL AND completed_at >= CAST(:hb0 AS timestamptz)
+),
+counted AS (
+    SELECT robot_id, ts, delta,
+           sum(delta) OVER (PARTITION BY robot_id ORDER BY ts, delta ROWS UNBOUNDED PRECEDING) AS running
+    FROM events
+),
+noisy AS (
+    SELECT robot_id, ts, greatest(running, 0) AS running, random() AS n_cpu, random() AS n_mem,
+           random() AS n_spike, sqrt(-2 * ln(1 - random())) * cos(2 * pi() * random()) AS z_latency
+    FROM counted WHERE delta = 0
+),
+smooth AS (
+    SELECT n.*, avg(n_cpu) OVER w AS s_cpu, avg(n_mem) OVER w AS s_mem
+    FROM noisy n WINDOW w AS (PARTITION BY robot_id ORDER BY ts ROWS 9 PRECEDING)
+),
+measured AS (
+    SELECT s.*, r.maintenance_from, r.ip, r.memory_total_mb,
+           least(99, greatest(1, r.cpu_base + 38 * least(s.running, 1) + 12 * greatest(s.running - 1, 0)
+                 + (s.s_cpu - 0.5) * 30)) AS cpu,
+           least(r.memory_total_mb * 0.97, r.memory_base_mb + 1400 * least(s.running, 1)
+                 + 600 * greatest(s.running - 1, 0) + (s.s_mem - 0.5) * 900
+                 -- a slow leak, cleared by the next reboot
+                 + least(1500, extract(epoch FROM s.ts - r.booted_at) / 3600 * 6)) AS memory_mb,
+           r.disk_percent + extract(epoch FROM s.ts - r.hb_from) / 86400 * 0.4 AS disk,
+           greatest(0, extract(epoch FROM s.ts - r.booted_at))::bigint AS uptime
+    FROM smooth s JOIN r USING (robot_id)
+)
+SELECT robot_id, ts,
+       CASE WHEN ts >= maintenance_from THEN 'maintenance' WHEN running > 0 THEN 'busy' ELSE 'online' END,
+       running,
+       jsonb_build_object('cpu_percent', round(cpu::numeric, 1), 'memory_mb', round(memory_mb)::int,
+                          'memory_percent', round((memory_mb / memory_total_mb * 100)::numeric, 1),
+                          'disk_percent', round(disk::numeric, 1), 'uptime_seconds', uptime),
+       CAST(ip AS inet),
+       round(exp(ln(18) + 0.45 * z_latency) + CASE WHEN n_spike > 0.995 THEN 400 ELSE 0 END)::int
+FROM measured
+"""
+
+_INSERT_ROBOT_SQL = """
+INSERT INTO robots (robot_id, name, hostname, status, environment, capabilities, tags, metrics,
+    max_concurrent_jobs, current_job_ids, registered_at, created_at, updated_at)
+VALUES (:robot_id, :name, :hostname, :status, :environment, CAST(:capabilities AS jsonb),
+    CAST(:tags AS jsonb), '{}', :max_concurrent_jobs, '[]', :registered_at, :registered_at, :registered_at)
+"""
+
+# Each robot row takes its latest heartbeat's metrics, and is busy while it holds running jobs.
+_SYNC_ROBOTS_SQL = """
+UPDATE robots r
+SET metrics = coalesce(h.metrics, r.metrics),
+    last_heartbeat = h.ts, last_seen = h.ts, updated_at = coalesce(h.ts, r.updated_at),
+    status = CASE WHEN r.status = 'maintenance' THEN r.status
+                  WHEN j.ids IS NOT NULL THEN 'busy' ELSE 'online' END,
+    current_job_ids = coalesce(j.ids, '[]'::jsonb)
+FROM robots r2
+LEFT JOIN (SELECT DISTINCT ON (robot_id) robot_id, "timestamp" AS ts, metrics
+           FROM robot_heartbeats ORDER BY robot_id, "timestamp" DESC) h ON h.robot_id = r2.robot_id
+LEFT JOIN (SELECT robot_id, jsonb_agg(id::text ORDER BY started_at) AS ids
+           FROM job_queue WHERE status = 'running' GROUP BY robot_id) j ON j.robot_id = r2.robot_id
+WHERE r2.robot_id = r.robot_id
+"""
+
+_INSERT_JOB_SQL = """
+INSERT INTO job_queue (workflow_id, workflow_name, workflow_json, priority, status, robot_id,
+    environment, visible_after, created_at, started_at, result, variables, metadata)
+VALUES (:workflow_id, :workflow_name, :workflow_json, :priority, :status, :robot_id,
+    :environment, :visible_after, :created_at, :started_at, '{}', CAST(:variables AS jsonb),
+    CAST(:metadata AS jsonb))
+"""
+
+_INSERT_DLQ_SQL = """
+INSERT INTO job_queue_dlq (original_job_id, workflow_id, workflow_name, workflow_json, variables,
+    error_message, error_details, retry_count, first_failed_at, last_failed_at, created_at,
+    reprocessed_at, reprocessed_by)
+VALUES (gen_random_uuid(), :workflow_id, :workflow_name, :workflow_json, '{}', :error_message,
+    CAST(:error_details AS jsonb), :retries, :first_failed_at, :last_failed_at, :last_failed_at,
+    :reprocessed_at, :reprocessed_by)
+"""
+
+ORCHESTRATOR_TABLES = ("job_queue", "robots", "robot_heartbeats", "job_queue_dlq")
+
+
+class DatabaseNotEmpty(RuntimeError):
+    """Demo data is only ever written into an empty orchestrator database."""
+
+
+@contextmanager
+def _bulk_session(engine: Engine):
+    """A transaction for bulk work: no statement timeout, more sort memory, UTC rendering.
+
+    The connection is discarded afterwards rather than returned to the pool, so session
+    state (the random seed) never leaks into the app's connections.
+    """
+    conn = engine.connect()
+    try:
+        with conn.begin():
+            for setting in ("statement_timeout = 0", "work_mem = '64MB'", "synchronous_commit = off",
+                            "TIME ZONE 'UTC'"):
+                conn.execute(sa.text(f"SET LOCAL {setting}"))
+            yield conn
+    finally:
+        conn.invalidate()
+        conn.close()
+
+
+def has_orchestrator_data(engine: Engine) -> bool:
+    sql = " OR ".join(f"EXISTS (SELECT 1 FROM {t})" for t in ORCHESTRATOR_TABLES)
+    with engine.connect() as conn:
+        return bool(conn.execute(sa.text(f"SELECT {sql}")).scalar())
+
+
+def clear_orchestrator_tables(engine: Engine) -> None:
+    """Empty the orchestrator's tables (the CLI's --force; and clean-up after a failed run)."""
+    with engine.begin() as conn:
+        conn.execute(sa.text("SET LOCAL statement_timeout = 0"))
+        conn.execute(sa.text(f"TRUNCATE {', '.join(ORCHESTRATOR_TABLES)}"))
+
+
+def _clean_up_after_failure(engine: Engine) -> None:
+    # The tables were empty when we began, so everything in them is ours to remove.
+    try:
+        clear_orchestrator_tables(engine)
+    except sa.exc.SQLAlchemyError as exc:
+        log.warning("could not remove partial demo data: %s", exc)
+
+
+def _lane_params(robot: RobotSpec, counts: np.ndarray, seed_value: float, common: dict) -> dict:
+    wf_day, edges_day = workflow_mix(robot.environment, night=False)
+    wf_night, edges_night = workflow_mix(robot.environment, night=True)
+    return dict(common, robot_id=robot.robot_id, environment=robot.environment,
+                counts=counts.tolist(), seed=seed_value, wf_day=wf_day, edges_day=edges_day,
+                wf_night=wf_night, edges_night=edges_night)
+
+
+def _insert_lane(engine: Engine, params: dict) -> None:
+    with _bulk_session(engine) as conn:
+        conn.execute(sa.text("SELECT setseed(:seed)"), {"seed": params["seed"]})
+        conn.execute(sa.text(_LANE_SQL), params)
+
+
+def _plan_lanes(fleet, history_jobs, now, days, rng) -> list[tuple[RobotSpec, np.ndarray]]:
+    """How many jobs each robot slot receives in each hour of the history."""
+    start = now - timedelta(days=days)
+    hours = days * 24
+    weights = hourly_weights(start, hours, rng)
+    lanes = []
+    for robot in fleet:
+        mask = active_mask(start, hours, robot)
+        for _ in range(robot.max_concurrent_jobs):
+            lanes.append((robot, weights * mask, float(rng.uniform(0.7, 1.3))))
+    per_lane = allocate(history_jobs, [busy * w.sum() for _, w, busy in lanes])
+    return [(robot, allocate(int(n), w)) for (robot, w, _), n in zip(lanes, per_lane)]
+
+
+def _heartbeat_robots(fleet: list[RobotSpec], hb0: datetime) -> str:
+    rows = []
+    for r in fleet:
+        rows.append({
+            "robot_id": r.robot_id, "hb_from": max(hb0, r.registered_at).isoformat(),
+            "hb_until": r.last_heartbeat.isoformat(),
+            "maintenance_from": r.takes_jobs_until.isoformat() if r.role == "maintenance" else None,
+            "outage_from": r.outage[0].isoformat() if r.outage else None,
+            "outage_to": r.outage[1].isoformat() if r.outage else None,
+            "cpu_base": r.cpu_base, "memory_total_mb": r.memory_total_mb,
+            "memory_base_mb": r.memory_base_mb, "disk_percent": r.disk_percent,
+            "booted_at": r.booted_at.isoformat(), "ip": r.ip,
+        })
+    return json.dumps(rows)
+
+
+def _pick_workflow(environment: str, rng: np.random.Generator) -> WorkflowProfile:
+    idx, edges = workflow_mix(environment, night=False)
+    return WORKFLOWS[idx[int(np.searchsorted(edges, rng.random(), side="right")) - 1] - 1]
+
+
+def _tail_jobs(conn, fleet: list[RobotSpec], now: datetime, rng: np.random.Generator) -> int:
+    """Top up the live edge: a few running jobs on idle robots, the rest just queued."""
+    running = conn.execute(sa.text("SELECT robot_id FROM job_queue WHERE status = 'running'")).scalars().all()
+    idle = [r for r in fleet if r.role in ("normal", "new", "outage") and r.robot_id not in set(running)]
+    start_on = [idle[i] for i in rng.permutation(len(idle))[: max(0, MIN_RUNNING - len(running))]]
+    rows = []
+    for k in range(TAIL_JOBS):
+        robot = start_on[k] if k < len(start_on) else None
+        env = robot.environment if robot else str(rng.choice(list(ENVIRONMENTS), p=list(ENVIRONMENTS.values())))
+        wf = _pick_workflow(env, rng)
+        started = now - timedelta(seconds=float(rng.uniform(5, 90))) if robot else None
+        created = (started or now) - timedelta(seconds=float(rng.uniform(3, 240)))
+        rows.append({
+            "workflow_id": wf.workflow_id, "workflow_name": wf.name, "workflow_json": wf.workflow_json(),
+            "priority": wf.priority, "status": "running" if robot else "pending",
+            "robot_id": robot.robot_id if robot else None, "environment": env,
+            "visible_after": now + timedelta(seconds=LEASE_S) if robot else created,
+            "created_at": created, "started_at": started,
+            "variables": json.dumps({"batch_size": int(rng.integers(1, 200)), "source": "api"}),
+            "metadata": json.dumps({"trigger": "api"}),
+        })
+    conn.execute(sa.text(_INSERT_JOB_SQL), rows)
+    return len(start_on)
+
+
+def _dlq_rows(now: datetime, count: int, rng: np.random.Generator) -> list[dict]:
+    """Jobs that exhausted their retries and were moved aside; some already reprocessed."""
+    candidates = [w for w in WORKFLOWS if any(e.retryable for e in w.errors)]
+    rows = []
+    for k in range(count):
+        wf = candidates[int(rng.integers(len(candidates)))]
+        error = wf.sample_error(rng)
+        last = now - timedelta(hours=float(rng.uniform(1, 14 * 24)))
+        reprocessed = k % 3 == 0
+        rows.append({
+            "workflow_id": wf.workflow_id, "workflow_name": wf.name, "workflow_json": wf.workflow_json(),
+            "error_message": error.message,
+            "error_details": json.dumps({"attempts": MAX_RETRIES + 1, "last_node": wf.node_ids[-2]}),
+            "retries": MAX_RETRIES,
+            "first_failed_at": last - timedelta(minutes=float(rng.uniform(3, 40))), "last_failed_at": last,
+            "reprocessed_at": last + timedelta(hours=float(rng.uniform(1, 20))) if reprocessed else None,
+            "reprocessed_by": "ops.admin" if reprocessed else None,
+        })
+    return [r for r in rows if r["reprocessed_at"] is None or r["reprocessed_at"] < now]
+
+
+def generate_demo(engine: Engine, *, jobs: int = 150_000, robots: int = 48, days: int = 90,
+                  seed: int = 42, now: datetime | None = None) -> dict:
+    """Fill an empty orchestrator database with a demo fleet and its history; return stats.
+
+    Raises DatabaseNotEmpty when any orchestrator table already holds rows.
+    """
+    if jobs < TAIL_JOBS or days < 3:
+        raise ValueError(f"the demo needs at least {TAIL_JOBS} jobs and 3 days")
+    if has_orchestrator_data(engine):
+        raise DatabaseNotEmpty("the orchestrator tables already hold data; demo data is only "
+                               "generated into an empty database")
+    began = time.perf_counter()
+    now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    rng = np.random.default_rng(seed)
+    fleet = build_fleet(robots, now, days, rng)
+    scale = duration_scale(jobs, fleet, days)
+    lanes = _plan_lanes(fleet, jobs - TAIL_JOBS, now, days, rng)
+    common = {"t0": now - timedelta(days=days), "now_s": now.timestamp(), "scale": scale,
+              "profiles": _profiles_json(), "incidents": _incidents_json(now, days)}
+    seeds = np.random.default_rng([seed, 1]).uniform(-1, 1, len(lanes))
+    params = [_lane_params(robot, counts, float(s), common) for (robot, counts), s in zip(lanes, seeds)]
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text(_INSERT_ROBOT_SQL), [
+                {"robot_id": r.robot_id, "name": r.name, "hostname": r.hostname,
+                 "status": "maintenance" if r.role == "maintenance" else "online",
+                 "environment": r.environment, "capabilities": json.dumps(r.capabilities),
+                 "tags": json.dumps(r.tags), "max_concurrent_jobs": r.max_concurrent_jobs,
+                 "registered_at": r.registered_at} for r in fleet])
+        # Largest lanes first, so the pool does not end waiting on one big straggler.
+        order = sorted(params, key=lambda p: -sum(p["counts"]))
+        with ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as pool:
+            list(pool.map(lambda p: _insert_lane(engine, p), order))
+        jobs_done = time.perf_counter()
+        hb0 = now - timedelta(days=HEARTBEAT_DAYS)
+        with _bulk_session(engine) as conn:
+            conn.execute(sa.text("SELECT setseed(:s)"), {"s": float(seeds[0]) / 2})
+            started = _tail_jobs(conn, fleet, now, rng)
+            conn.execute(sa.text(_HEARTBEATS_SQL), {"robots": _heartbeat_robots(fleet, hb0), "hb0": hb0})
+            conn.execute(sa.text(_SYNC_ROBOTS_SQL))
+            conn.execute(sa.text(_INSERT_DLQ_SQL), _dlq_rows(now, max(4, min(12, jobs // 15_000)), rng))
+        with _bulk_session(engine) as conn:
+            # Fresh statistics, so the app's first queries get good plans.
+            conn.execute(sa.text(f"ANALYZE {', '.join(ORCHESTRATOR_TABLES)}"))
+    except BaseException:
+        _clean_up_after_failure(engine)
+        raise
+    with engine.connect() as conn:
+        counts = conn.execute(sa.text(
+            "SELECT (SELECT count(*) FROM job_queue) AS jobs, (SELECT count(*) FROM robots) AS robots, "
+            "(SELECT count(*) FROM robot_heartbeats) AS heartbeats, "
+            "(SELECT count(*) FROM job_queue_dlq) AS dlq")).mappings().one()
+    stats = dict(counts, days=days, seed=seed, now=now.isoformat(), duration_scale=round(scale, 4),
+                 running_topped_up=started,
+                 maintenance_robot=next(r.robot_id for r in fleet if r.role == "maintenance"),
+                 silent_robot=next(r.robot_id for r in fleet if r.role == "silent"),
+                 jobs_seconds=round(jobs_done - began, 2),
+                 seconds=round(time.perf_counter() - began, 2))
+    log.info("demo data generated: %s", stats)
+    return stats
+
+
+def record_demo(conn, stats: dict) -> None:
+    """Remember in fleet_monitor.meta (key 'demo') that this database holds generated data."""
+    conn.execute(sa.text(
+        f"INSERT INTO {APP_SCHEMA}.meta (key, value, updated_at) VALUES ('demo', CAST(:v AS jsonb), now()) "
+        "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = EXCLUDED.updated_at"),
+        {"v": json.dumps(stats)})
+
+
+def ensure_demo_data(engine: Engine, settings) -> dict | None:
+    """Generate the demo fleet once into an empty database; None when there was data already.
+
+    Workers starting together queue on an advisory lock; the first generates, the others then
+    find data and return. The run is recorded in fleet_monitor.meta under key 'demo'.
+    """
+    if has_orchestrator_data(engine):
+        return None
+    with engine.connect() as conn, conn.begin():
+        conn.execute(sa.text("SET LOCAL statement_timeout = 0"))
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _ADVISORY_KEY})
+        if has_orchestrator_data(engine):
+            return None
+        stats = generate_demo(engine, jobs=settings.demo_jobs, robots=settings.demo_robots)
+        record_demo(conn, stats)
+    return stats
