@@ -42,11 +42,13 @@ def user_menu():
 
 
 def navbar() -> dbc.Navbar:
+    who = identity()
     links = [
         dbc.NavItem(dbc.NavLink(page["name"], href=page["relative_path"], active="partial"
                                 if page["relative_path"] != "/" else "exact"))
         for page in dash.page_registry.values()
         if page.get("nav", True) and "<" not in page["path"]  # detail pages are reached by links
+        and (not page.get("required_role") or (who and who.can(page["required_role"])))
     ]
     return dbc.Navbar(
         dbc.Container([
