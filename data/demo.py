@@ -95,11 +95,10 @@ class WorkflowProfile:
         return starts.round(6).tolist(), shares.round(6).tolist()
 
     def workflow_json(self) -> str:
-        ids = self.node_ids
+        # Nodes run in list order, so the graph needs no separate edge list.
         return json.dumps({
             "id": self.workflow_id, "name": self.name, "version": 3,
-            "nodes": [{"id": i, "type": t} for i, (t, _) in zip(ids, self.nodes)],
-            "connections": [[a, b] for a, b in zip(ids, ids[1:])],
+            "nodes": [{"id": i, "type": t} for i, (t, _) in zip(self.node_ids, self.nodes)],
         }, separators=(",", ":"))
 
     def sample_duration(self, rng: np.random.Generator, scale: float = 1.0) -> float:
@@ -687,12 +686,11 @@ events AS (
     WHERE NOT EXISTS (SELECT 1 FROM r WHERE r.robot_id = beats.robot_id
                       AND beats.ts >= r.outage_from AND beats.ts < r.outage_to)
     UNION ALL
-    SELECT robot_id, started_at, 1 FROM job_queue
-    WHERE robot_id IS NOT NULL AND started_at IS NOT NULL
-      AND (completed_at IS NULL OR completed_at >= CAST(:hb0 AS timestamptz))
+    SELECT robot_id, started_at, 1 FROM job_queue WHERE status = 'running'
     UNION ALL
-    SELECT robot_id, completed_at, -1 FROM job_queue
-    WHERE robot_id IS NOT NULL AND started_at IS NOT NULL AND completed_at >= CAST(:hb0 AS timestamptz)
+    SELECT robot_id, ts, delta FROM job_queue,
+         LATERAL (VALUES (started_at, 1), (completed_at, -1)) AS e(ts, delta)
+    WHERE completed_at >= CAST(:hb0 AS timestamptz) AND started_at IS NOT NULL
 ),
 counted AS (
     SELECT robot_id, ts, delta,
@@ -747,8 +745,8 @@ SET metrics = coalesce(h.metrics, r.metrics),
                   WHEN j.ids IS NOT NULL THEN 'busy' ELSE 'online' END,
     current_job_ids = coalesce(j.ids, '[]'::jsonb)
 FROM robots r2
-LEFT JOIN (SELECT DISTINCT ON (robot_id) robot_id, "timestamp" AS ts, metrics
-           FROM robot_heartbeats ORDER BY robot_id, "timestamp" DESC) h ON h.robot_id = r2.robot_id
+LEFT JOIN LATERAL (SELECT "timestamp" AS ts, metrics FROM robot_heartbeats hb
+                   WHERE hb.robot_id = r2.robot_id ORDER BY "timestamp" DESC LIMIT 1) h ON true
 LEFT JOIN (SELECT robot_id, jsonb_agg(id::text ORDER BY started_at) AS ids
            FROM job_queue WHERE status = 'running' GROUP BY robot_id) j ON j.robot_id = r2.robot_id
 WHERE r2.robot_id = r.robot_id
