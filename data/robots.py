@@ -38,6 +38,7 @@ on each segment between consecutive events, and min(n, c) × segment length is s
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -104,15 +105,22 @@ def _utilization_ctes(robot_filter: bool, hourly: bool) -> str:
         FROM robots r WHERE true {rf}
         LIMIT {MAX_ROBOTS}
     ),
+    -- The bounds are written out (not read from `win`) so the planner sees the time range and
+    -- picks the completed_at index: a window is a thin slice of the history.
     jobs AS (
         SELECT j.robot_id::text AS robot_id,
-               greatest(j.started_at, win.w0) AS s, least(j.completed_at, win.w1) AS e
-        FROM job_queue j, win
-        WHERE j.completed_at > win.w0 AND j.started_at < win.w1 AND j.robot_id IS NOT NULL {jf}
+               greatest(j.started_at, CAST(:start AS timestamptz)) AS s,
+               least(j.completed_at, CAST(:end AS timestamptz), now()) AS e
+        FROM job_queue j
+        WHERE j.completed_at > CAST(:start AS timestamptz)
+          AND j.started_at < least(CAST(:end AS timestamptz), now())
+          AND j.robot_id IS NOT NULL {jf}
         UNION ALL
-        SELECT j.robot_id::text, greatest(j.started_at, win.w0), least(now(), win.w1)
-        FROM job_queue j, win
-        WHERE j.status = 'running' AND j.completed_at IS NULL AND j.started_at < win.w1
+        SELECT j.robot_id::text, greatest(j.started_at, CAST(:start AS timestamptz)),
+               least(CAST(:end AS timestamptz), now())
+        FROM job_queue j
+        WHERE j.status = 'running' AND j.completed_at IS NULL
+          AND j.started_at < least(CAST(:end AS timestamptz), now())
           AND j.robot_id IS NOT NULL {jf}
     ),
     robots_all AS (
@@ -137,16 +145,15 @@ def _utilization_ctes(robot_filter: bool, hourly: bool) -> str:
         SELECT b.robot_id, greatest(hours.h, win.w0), 0, hours.h
         FROM (SELECT DISTINCT robot_id FROM jobs WHERE e > s) b, hours, win
     ),
-    points AS (
-        SELECT robot_id, t, sum(d) AS d, max(hour) AS hour FROM events GROUP BY robot_id, t
-    ),
+    -- The default RANGE frame makes events at the same instant peers: they all see the
+    -- concurrency after every one of them, and only the last has a segment of non-zero length.
     segments AS (
         SELECT robot_id, t,
                sum(d) OVER w AS n,
                lead(t) OVER w AS t_next,
                max(hour) OVER w AS hour
-        FROM points
-        WINDOW w AS (PARTITION BY robot_id ORDER BY t)
+        FROM events
+        WINDOW w AS (PARTITION BY robot_id COLLATE "C" ORDER BY t)
     ),
     busy AS (
         SELECT s.robot_id, s.hour,
@@ -162,10 +169,9 @@ def _utilization_ctes(robot_filter: bool, hourly: bool) -> str:
         UNION ALL
         SELECT robot_id, e, -1 FROM jobs WHERE e > s
     ),
-    points AS (SELECT robot_id, t, sum(d) AS d FROM events GROUP BY robot_id, t),
     segments AS (
         SELECT robot_id, t, sum(d) OVER w AS n, lead(t) OVER w AS t_next
-        FROM points WINDOW w AS (PARTITION BY robot_id ORDER BY t)
+        FROM events WINDOW w AS (PARTITION BY robot_id COLLATE "C" ORDER BY t)
     ),
     busy AS (
         SELECT s.robot_id,
@@ -271,6 +277,20 @@ def utilization_by_hour_of_week(engine: Engine, robot_ids=None, start=None, end=
     return frame.astype({"busy_seconds": float, "capacity_seconds": float, "utilization": float})
 
 
+def hour_of_week_from_hourly(hourly: pd.DataFrame, tz: str) -> pd.DataFrame:
+    """utilization_by_hour_of_week() from an hourly_utilization() frame already fetched (no
+    second sweep: a page that draws both asks the database once). Same columns and values."""
+    columns = ["weekday", "hour_of_day", "hours", "busy_seconds", "capacity_seconds", "utilization"]
+    if hourly.empty:
+        return pd.DataFrame(columns=columns)
+    local = pd.to_datetime(hourly["hour"], utc=True).dt.tz_convert(tz)
+    frame = hourly.assign(weekday=local.dt.dayofweek + 1, hour_of_day=local.dt.hour)
+    cells = frame.groupby(["weekday", "hour_of_day"], as_index=False).agg(
+        hours=("hour", "size"), busy_seconds=("busy_seconds", "sum"), capacity_seconds=("capacity_seconds", "sum"))
+    cells["utilization"] = cells["busy_seconds"] / cells["capacity_seconds"].where(cells["capacity_seconds"] > 0)
+    return cells[columns].astype({"weekday": int, "hour_of_day": int, "hours": int})
+
+
 # ---------------------------------------------------------------------------------------------
 # The fleet list
 # ---------------------------------------------------------------------------------------------
@@ -284,25 +304,32 @@ def _split(values) -> list[str]:
     return [str(v).strip() for v in values if v is not None and str(v).strip()]
 
 
+# The list's per-robot work numbers (robot_work_stats), merged into the live rows.
+STATS_COLUMNS = ["completed_today", "failed_today", "completed_7d", "finished_7d", "success_rate_7d",
+                 "utilization_24h"]
+WORK_STATS_MAX_AGE_S = 60
+
+
 def robot_list(engine: Engine, tz: str, offline_after_s: int, *, status=None, environment=None,
-               capability=None, tag=None, sort: str | None = None) -> pd.DataFrame:
+               capability=None, tag=None, sort: str | None = None, stats: pd.DataFrame | None = None
+               ) -> pd.DataFrame:
     """One row per robot, with its live status and the numbers the fleet list shows.
 
     Filters (each None, a value, a comma-separated string or a list): `status` live statuses
     (any of), `environment` (any of), `capability` and `tag` (the robot has all of them;
     capabilities and tags are jsonb arrays, matched with `@>`). `sort`: a column of
-    LIST_COLUMNS, '-column' for descending; default environment, name.
+    LIST_COLUMNS, '-column' for descending, missing values last; default environment, name.
+    `stats`: a robot_work_stats() frame to reuse (the page keeps one for a minute); computed
+    when None.
 
     Columns: robot_id, name, hostname, status (live), stored_status, environment, capabilities,
     tags (lists), max_concurrent_jobs, running_jobs, current_job_id, current_workflow,
     last_heartbeat, heartbeat_age_s (None if never), silent (no heartbeat for longer than
     offline_after_s, or never, and not in maintenance), cpu_percent, memory_percent, memory_mb,
-    disk_percent (from robots.metrics; None when not reported), completed_today, failed_today
-    (finished since midnight in zone `tz`, by completed_at), completed_7d, finished_7d,
-    success_rate_7d (completed / (completed + failed) finished in the last 7 days, None when
-    none), utilization_24h (last 24 hours, see the module docstring).
+    disk_percent (from robots.metrics; None when not reported), and robot_work_stats()'s
+    columns (0 for a robot without jobs; success_rate_7d None without finished jobs).
     """
-    where, params = [], {"tz": tz, "offline_after": int(offline_after_s)}
+    where, params = [], {"offline_after": int(offline_after_s)}
     statuses = [s for s in _split(status) if s in LIVE_STATUSES]
     if statuses:
         where.append("status = ANY(CAST(:statuses AS text[]))")
@@ -319,44 +346,20 @@ def robot_list(engine: Engine, tz: str, offline_after_s: int, *, status=None, en
     if tags:
         where.append("tags @> CAST(:tags AS jsonb)")
         params["tags"] = json.dumps(tags)
+    column, descending = None, False
+    if sort and sort.lstrip("-") in LIST_COLUMNS:
+        column, descending = sort.lstrip("-"), sort.startswith("-")
     order = "environment, name, robot_id"
-    if sort:
-        column = sort.lstrip("-")
-        if column in LIST_COLUMNS:
-            direction = "DESC" if sort.startswith("-") else "ASC"
-            order = f"{column} {direction} NULLS LAST, name, robot_id"
+    if column and column not in STATS_COLUMNS:
+        order = f"{column} {'DESC' if descending else 'ASC'} NULLS LAST, name, robot_id"
 
     sql = f"""
-    WITH bounds AS (
-        SELECT date_trunc('day', now() AT TIME ZONE :tz) AT TIME ZONE :tz AS today_start,
-               now() - interval '7 days' AS week_ago
-    ),
-    running AS (
+    WITH running AS (
         SELECT robot_id, count(*) AS running,
                (array_agg(id::text ORDER BY started_at DESC NULLS LAST))[1] AS current_job_id,
                (array_agg(workflow_name ORDER BY started_at DESC NULLS LAST))[1] AS current_workflow
         FROM job_queue WHERE status = 'running' AND robot_id IS NOT NULL
         GROUP BY robot_id
-    ),
-    finished AS (
-        SELECT j.robot_id,
-               count(*) FILTER (WHERE j.status = 'completed' AND j.completed_at >= b.today_start)
-                   AS completed_today,
-               count(*) FILTER (WHERE j.status = 'failed' AND j.completed_at >= b.today_start)
-                   AS failed_today,
-               count(*) FILTER (WHERE j.status = 'completed' AND j.completed_at >= b.week_ago)
-                   AS completed_7d,
-               count(*) FILTER (WHERE j.completed_at >= b.week_ago) AS finished_7d
-        FROM job_queue j, bounds b
-        WHERE j.completed_at >= least(b.today_start, b.week_ago)
-          AND j.status IN ('completed', 'failed') AND j.robot_id IS NOT NULL
-        GROUP BY j.robot_id
-    ),
-    {_utilization_ctes(False, hourly=False)},
-    util AS (
-        SELECT ra.robot_id, (coalesce(b.busy_seconds, 0)
-                   / nullif(ra.capacity * extract(epoch FROM win.w1 - win.w0), 0))::float8 AS utilization
-        FROM robots_all ra CROSS JOIN win LEFT JOIN busy b USING (robot_id)
     ),
     listed AS (
         SELECT r.robot_id::text AS robot_id, r.name, r.hostname,
@@ -374,29 +377,103 @@ def robot_list(engine: Engine, tz: str, offline_after_s: int, *, status=None, en
                {num("r.metrics", "cpu_percent")} AS cpu_percent,
                {num("r.metrics", "memory_percent")} AS memory_percent,
                {num("r.metrics", "memory_mb")} AS memory_mb,
-               {num("r.metrics", "disk_percent")} AS disk_percent,
-               coalesce(f.completed_today, 0) AS completed_today,
-               coalesce(f.failed_today, 0) AS failed_today,
-               coalesce(f.completed_7d, 0) AS completed_7d,
-               coalesce(f.finished_7d, 0) AS finished_7d,
-               (f.completed_7d::float8 / nullif(f.finished_7d, 0)) AS success_rate_7d,
-               coalesce(u.utilization, 0)::float8 AS utilization_24h
+               {num("r.metrics", "disk_percent")} AS disk_percent
         FROM robots r
         LEFT JOIN running rj ON rj.robot_id = r.robot_id::text
-        LEFT JOIN finished f ON f.robot_id = r.robot_id::text
-        LEFT JOIN util u ON u.robot_id = r.robot_id::text
     )
     SELECT * FROM listed
     {"WHERE " + " AND ".join(where) if where else ""}
     ORDER BY {order}
     LIMIT {MAX_ROBOTS}
     """
-    params.update({"start": datetime.now(timezone.utc) - timedelta(hours=24),
-                   "end": datetime.now(timezone.utc) + timedelta(days=1)})
     frame = read_frame(engine, sql, params)
-    for column in ("capabilities", "tags"):
-        frame[column] = [v if isinstance(v, list) else [] for v in frame[column]]
+    for name in ("capabilities", "tags"):
+        frame[name] = [v if isinstance(v, list) else [] for v in frame[name]]
+    if stats is None:
+        stats = robot_work_stats(engine, tz)
+    frame = merge_work_stats(frame, stats)
+    if column in STATS_COLUMNS:
+        frame = frame.sort_values(column, ascending=not descending, na_position="last", kind="stable")
+        frame = frame.reset_index(drop=True)
     return frame
+
+
+def merge_work_stats(robots: pd.DataFrame, stats: pd.DataFrame) -> pd.DataFrame:
+    """The live rows with their robot_work_stats() columns (0 / None for a robot without jobs)."""
+    stats = stats if stats is not None and not stats.empty else pd.DataFrame(columns=["robot_id", *STATS_COLUMNS])
+    merged = robots.merge(stats[["robot_id", *STATS_COLUMNS]], on="robot_id", how="left")
+    for name in ("completed_today", "failed_today", "completed_7d", "finished_7d"):
+        merged[name] = merged[name].fillna(0).astype(int)
+    merged["utilization_24h"] = merged["utilization_24h"].astype(float).fillna(0.0)
+    merged["success_rate_7d"] = merged["success_rate_7d"].astype(float)
+    return merged
+
+
+def robot_work_stats(engine: Engine, tz: str) -> pd.DataFrame:
+    """Per robot: what it finished today and in 7 days, and its 24-hour utilization.
+
+    The costly part of the fleet list (it reads every job finished in the last 7 days), kept
+    apart so a page can refresh it less often than the live status. Returns robot_id,
+    completed_today, failed_today (finished since midnight in zone `tz`, by completed_at),
+    completed_7d, finished_7d (completed + failed, finished in the last 7 days),
+    success_rate_7d (completed_7d / finished_7d; None when 0), utilization_24h (the last 24
+    hours, see the module docstring). Robots without jobs have a row only when they are in
+    `robots` (utilization 0).
+    """
+    now = datetime.now(timezone.utc)
+    sql = f"""
+    WITH bounds AS (
+        SELECT date_trunc('day', now() AT TIME ZONE :tz) AT TIME ZONE :tz AS today_start,
+               now() - interval '7 days' AS week_ago
+    ),
+    finished AS (
+        SELECT j.robot_id::text AS robot_id,
+               count(*) FILTER (WHERE j.status = 'completed' AND j.completed_at >= b.today_start)
+                   AS completed_today,
+               count(*) FILTER (WHERE j.status = 'failed' AND j.completed_at >= b.today_start)
+                   AS failed_today,
+               count(*) FILTER (WHERE j.status = 'completed' AND j.completed_at >= b.week_ago)
+                   AS completed_7d,
+               count(*) FILTER (WHERE j.completed_at >= b.week_ago) AS finished_7d
+        FROM job_queue j, bounds b
+        WHERE j.completed_at >= least(b.today_start, b.week_ago)
+          AND j.status IN ('completed', 'failed') AND j.robot_id IS NOT NULL
+        GROUP BY 1
+    ),
+    {_utilization_ctes(False, hourly=False)},
+    util AS (
+        SELECT ra.robot_id, (coalesce(b.busy_seconds, 0)
+                   / nullif(ra.capacity * extract(epoch FROM win.w1 - win.w0), 0))::float8 AS utilization
+        FROM robots_all ra CROSS JOIN win LEFT JOIN busy b USING (robot_id)
+    )
+    SELECT coalesce(u.robot_id, f.robot_id) AS robot_id,
+           coalesce(f.completed_today, 0) AS completed_today, coalesce(f.failed_today, 0) AS failed_today,
+           coalesce(f.completed_7d, 0) AS completed_7d, coalesce(f.finished_7d, 0) AS finished_7d,
+           (f.completed_7d::float8 / nullif(f.finished_7d, 0)) AS success_rate_7d,
+           coalesce(u.utilization, 0)::float8 AS utilization_24h
+    FROM util u FULL JOIN finished f ON f.robot_id = u.robot_id
+    LIMIT {MAX_ROBOTS * 2}
+    """
+    return read_frame(engine, sql, {"tz": tz, "start": now - timedelta(hours=24), "end": now})
+
+
+def cached_robot_work_stats(engine: Engine, tz: str, max_age_s: int = WORK_STATS_MAX_AGE_S) -> pd.DataFrame:
+    """robot_work_stats(), shared by every worker for up to `max_age_s` seconds (the app's cache;
+    computed afresh outside a running app)."""
+    import flask
+
+    from data.cache import EXTENSION_KEY
+
+    cache = flask.current_app.extensions.get(EXTENSION_KEY) if flask.has_app_context() else None
+    if cache is None:
+        return robot_work_stats(engine, tz)
+    key = "robots-work-stats:" + hashlib.sha256(
+        f"{engine.url.render_as_string(hide_password=True)}|{tz}".encode()).hexdigest()
+    found = cache.get(key)
+    if found is None:
+        found = robot_work_stats(engine, tz)
+        cache.set(key, found, timeout=max_age_s)
+    return found
 
 
 def robot_filter_options(engine: Engine) -> dict:

@@ -141,7 +141,7 @@ def charts(range_, tz_name, robot_id):
         bands = robots_data.status_timeline(engine, robot_id, start, end, threshold) if has_history else None
         series = robots_data.metric_series(engine, robot_id, start, end) if has_history else None
         hourly = robots_data.hourly_utilization(engine, [robot_id], start, end, tz)
-        week = robots_data.utilization_by_hour_of_week(engine, [robot_id], start, end, tz)
+        week = robots_data.hour_of_week_from_hourly(hourly, tz)
         counts = robots_data.robot_job_counts(engine, robot_id, start, end)
         errors = robots_data.robot_error_types(engine, robot_id, start, end)
         durations = robots_data.robot_workflow_durations(engine, robot_id, start, end)

@@ -88,7 +88,7 @@ def layout(status=None, environment=None, capability=None, tag=None, sort=None, 
             " · Status: live, from the stored status and the heartbeat age (offline after "
             f"{fmt.duration(app.settings.offline_after_seconds)} without one). Today = since midnight in your "
             "zone; success rate = completed / (completed + failed) finished in the last 7 days; utilization = "
-            "share of job capacity in use over 24 h.",
+            "share of job capacity in use over 24 h (job numbers refresh once a minute).",
         ], className="small text-muted"),
         dcc.Store(id="robots-sort", data=sort),
         dcc.Store(id="robots-url-sync"),
@@ -117,9 +117,11 @@ def load(status, environment, capability, tag, _n, tz_name):
     app = current()
     threshold = app.settings.offline_after_seconds
     try:
+        # The live part every refresh; the work numbers (7 days of jobs) at most once a minute.
+        stats = robots_data.cached_robot_work_stats(app.engine, tz)
         frame = robots_data.robot_list(app.engine, tz, threshold, status=status or None,
                                        environment=environment or None, capability=capability or None,
-                                       tag=tag or None)
+                                       tag=tag or None, stats=stats)
     except DatabaseUnavailable as exc:
         return (no_update,) * 5 + ([html.Strong("Database unreachable. "), str(exc)], True)
     updated = f"Updated {fmt.local_time(pd.Timestamp.now(tz='UTC'), tz, '%H:%M:%S')}"

@@ -215,6 +215,15 @@ def test_list_filters_sorting_metrics_and_counts(engine):
     assert ids(sort="heartbeat_age_s") == ["a", "b", "c"]
     assert ids(sort="-heartbeat_age_s") == ["c", "b", "a"]
     assert ids(sort="nonsense; drop") == ["b", "a", "c"]
+    # Sorting on the work numbers (merged from robot_work_stats): missing values last.
+    assert ids(sort="-success_rate_7d") == ["a", "b", "c"]  # 4/6, 0/1, none
+    assert ids(sort="success_rate_7d") == ["b", "a", "c"]
+    assert ids(sort="-completed_today") == ["a", "b", "c"]  # ties keep environment, name
+    # The list can reuse a stats frame computed earlier (the page keeps one for a minute).
+    stats = rd.cached_robot_work_stats(engine, "UTC")  # no app running: computed afresh
+    reused = rd.robot_list(engine, "UTC", THRESHOLD, stats=stats)
+    pd.testing.assert_frame_equal(reused.drop(columns=["heartbeat_age_s"]),
+                                  full.drop(columns=["heartbeat_age_s"]))
 
     options = rd.robot_filter_options(engine)
     assert options == {"environments": ["finance", "production"], "capabilities": ["browser", "desktop"],
@@ -282,6 +291,8 @@ def test_utilization_hand_built_intervals(engine):
         insert_job(c, status="completed", robot_id="one", created_at=hh(3), started_at=hh(3, 30), completed_at=hh(3, 10))
         # A cancelled job that ran counts; a robot id without a robots row has capacity 1.
         insert_job(c, status="cancelled", robot_id="one", created_at=hh(6), started_at=hh(6, 0), completed_at=hh(6, 6))
+        # ... and one that starts the instant it ends.
+        insert_job(c, status="completed", robot_id="one", created_at=hh(6), started_at=hh(6, 6), completed_at=hh(6, 30))
         insert_job(c, status="failed", robot_id="ghost", created_at=hh(0), started_at=hh(0, 0), completed_at=hh(0, 45))
         insert_job(c, status="failed", robot_id="ghost", created_at=hh(0), started_at=hh(0, 15), completed_at=hh(0, 30))
 
@@ -292,8 +303,8 @@ def test_utilization_hand_built_intervals(engine):
     assert sorted(one) == hours
 
     # Hand arithmetic, capacity 1: 0h 30 min; 1h whole hour (overlaps count once); 2h 15 min;
-    # 4h 10 min; 5h 10 min; 6h the cancelled job's 6 min.
-    hand_one = {0: 1800, 1: 3600, 2: 900, 3: 0, 4: 600, 5: 600, 6: 360, 7: 0}
+    # 4h 10 min; 5h 10 min; 6h the cancelled job's 6 min and the next one's 24 min.
+    hand_one = {0: 1800, 1: 3600, 2: 900, 3: 0, 4: 600, 5: 600, 6: 1800, 7: 0}
     # Capacity 2: 1h is 60 min of job 1 + 30 min of job 2 + 30 min of job 3, but during 1:15-1:30
     # three run at once, capped at two: 60 + 30 + 30 - 15 = 105 min.
     hand_two = {0: 1800, 1: 105 * 60, 2: 900, 3: 0, 4: 600, 5: 600, 6: 0, 7: 0}
@@ -315,6 +326,10 @@ def test_utilization_hand_built_intervals(engine):
     # 1:20-2:00: job 1 whole 40 min, job 2 10 min, job 3 25 min; 1:20-1:30 three at once (cap 2).
     assert part[hh(1)][0] == pytest.approx((40 + 10 + 25 - 10) * 60) and part[hh(1)][1] == 2 * 40 * 60
     assert part[hh(4)][0] == pytest.approx(300) and part[hh(4)][1] == 2 * 55 * 60
+
+    week = rd.utilization_by_hour_of_week(engine, None, b, hh(8), "UTC")
+    pd.testing.assert_frame_equal(rd.hour_of_week_from_hourly(frame, "UTC"), week, check_dtype=False)
+    assert week["busy_seconds"].sum() == pytest.approx(sum(hand_one.values()) + sum(hand_two.values()) + 2700)
 
     # The whole-window figure is the sum of the hours.
     whole = rd.utilization(engine, ["one", "two"], b, hh(8)).set_index("robot_id")
@@ -341,6 +356,9 @@ def test_utilization_across_midnight_in_a_half_hour_zone(engine):
     assert cells[(day.isoweekday(), 23)] == pytest.approx(0.75)
     assert cells[((day + timedelta(days=1)).isoweekday(), 0)] == pytest.approx(0.75)
     assert cells[(day.isoweekday(), 22)] == 0
+    # The page derives the same cells from the hourly frame it already has.
+    derived = rd.hour_of_week_from_hourly(frame, "Asia/Kolkata")
+    pd.testing.assert_frame_equal(derived.reset_index(drop=True), week.reset_index(drop=True), check_dtype=False)
 
 
 def test_utilization_of_a_job_still_running(engine):
