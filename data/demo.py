@@ -34,7 +34,7 @@ ENVIRONMENTS = {"production": 0.6, "finance": 0.25, "staging": 0.15}
 HOUR_OF_DAY = (0.16, 0.13, 0.12, 0.12, 0.14, 0.2, 0.35, 0.6, 0.95, 1.2, 1.3, 1.28,
                1.05, 1.15, 1.3, 1.25, 1.1, 0.85, 0.6, 0.45, 0.35, 0.28, 0.22, 0.18)
 DAY_OF_WEEK = (1.0, 1.08, 1.1, 1.05, 0.92, 0.32, 0.24)
-NIGHT_HOURS = range(0, 6)
+NIGHT_ENDS = 6  # hours (UTC) before this are night, when nightly batches run
 
 HEARTBEAT_DAYS = 3
 HEARTBEAT_EVERY_S = 60
@@ -445,13 +445,24 @@ def build_fleet(robots: int, now: datetime, days: int, rng: np.random.Generator)
     return fleet
 
 
+def lower_edges(weights) -> list[float]:
+    """Bucket edges for a weighted draw: take the last bucket whose edge is <= u ~ U[0, 1)."""
+    weights = np.asarray(weights, dtype=float)
+    return np.concatenate([[0.0], np.cumsum(weights)[:-1] / weights.sum()]).tolist()
+
+
 def workflow_mix(environment: str, night: bool) -> tuple[list[int], list[float]]:
-    """(workflow indexes, lower bucket edges) to draw a workflow for one job in this pool:
-    draw u in [0, 1) and take the workflow of the last edge <= u."""
-    idx = [i for i, w in enumerate(WORKFLOWS) if environment in w.environments]
-    weights = np.array([WORKFLOWS[i].weight * _night_factor(WORKFLOWS[i], night) for i in idx])
-    edges = np.concatenate([[0.0], np.cumsum(weights)[:-1] / weights.sum()])
-    return [i + 1 for i in idx], edges.tolist()
+    """(1-based workflow numbers, lower bucket edges) of the workflows run in this pool; a pool
+    the demo does not know runs them all."""
+    idx = [i for i, w in enumerate(WORKFLOWS) if environment in w.environments] or list(range(len(WORKFLOWS)))
+    weights = [WORKFLOWS[i].weight * _night_factor(WORKFLOWS[i], night) for i in idx]
+    return [i + 1 for i in idx], lower_edges(weights)
+
+
+def pick_workflow(environment: str, rng: np.random.Generator) -> WorkflowProfile:
+    """One workflow for a job queued now in this pool, drawn by volume."""
+    idx, edges = workflow_mix(environment, night=False)
+    return WORKFLOWS[idx[int(np.searchsorted(edges, rng.random(), side="right")) - 1] - 1]
 
 
 def _night_factor(workflow: WorkflowProfile, night: bool) -> float:
@@ -479,7 +490,6 @@ def _profiles_json() -> str:
     rows = []
     for k, w in enumerate(WORKFLOWS, start=1):
         starts, shares = w.node_bounds
-        weights = np.array([e.weight for e in w.errors])
         rows.append({
             "wf": k, "workflow_id": w.workflow_id, "workflow_name": w.name,
             "workflow_json": w.workflow_json(), "priority": w.priority,
@@ -487,7 +497,7 @@ def _profiles_json() -> str:
             "alt_median_s": w.alt_median_s or w.median_s, "alt_share": w.alt_share,
             "failure_rate": w.failure_rate, "healing": w.healing, "nightly": w.nightly,
             "err_msgs": [e.message for e in w.errors],
-            "err_edges": np.concatenate([[0.0], np.cumsum(weights)[:-1] / weights.sum()]).tolist(),
+            "err_edges": lower_edges([e.weight for e in w.errors]),
             "err_retry": [e.retryable for e in w.errors],
             "node_ids": w.node_ids, "node_types": [t for t, _ in w.nodes],
             "node_start": starts, "node_share": shares, "n_nodes": len(w.nodes),
@@ -529,7 +539,7 @@ hours AS (
 ),
 arrivals AS (
     SELECT h.h_start + make_interval(secs => random() * 3600) AS created_at,
-           extract(hour FROM h.h_start AT TIME ZONE 'UTC') < 6 AS night
+           extract(hour FROM h.h_start AT TIME ZONE 'UTC') < {NIGHT_ENDS} AS night
     FROM hours h, generate_series(1, h.n)
 ),
 draws AS (
@@ -686,11 +696,10 @@ events AS (
     WHERE NOT EXISTS (SELECT 1 FROM r WHERE r.robot_id = beats.robot_id
                       AND beats.ts >= r.outage_from AND beats.ts < r.outage_to)
     UNION ALL
-    SELECT robot_id, started_at, 1 FROM job_queue WHERE status = 'running'
-    UNION ALL
-    SELECT robot_id, ts, delta FROM job_queue,
+    SELECT robot_id, e.ts, e.delta FROM job_queue,
          LATERAL (VALUES (started_at, 1), (completed_at, -1)) AS e(ts, delta)
-    WHERE completed_at >= CAST(:hb0 AS timestamptz) AND started_at IS NOT NULL
+    WHERE started_at IS NOT NULL AND e.ts IS NOT NULL
+      AND (status = 'running' OR completed_at >= CAST(:hb0 AS timestamptz))
 ),
 counted AS (
     SELECT robot_id, ts, delta,
@@ -737,6 +746,8 @@ VALUES (:robot_id, :name, :hostname, :status, :environment, CAST(:capabilities A
 """
 
 # Each robot row takes its latest heartbeat's metrics, and is busy while it holds running jobs.
+# The latest beat lies within seconds of the robot's hb_until, which bounds the search
+# whether or not the heartbeat indexes exist yet.
 _SYNC_ROBOTS_SQL = """
 UPDATE robots r
 SET metrics = coalesce(h.metrics, r.metrics),
@@ -745,8 +756,12 @@ SET metrics = coalesce(h.metrics, r.metrics),
                   WHEN j.ids IS NOT NULL THEN 'busy' ELSE 'online' END,
     current_job_ids = coalesce(j.ids, '[]'::jsonb)
 FROM robots r2
-LEFT JOIN LATERAL (SELECT "timestamp" AS ts, metrics FROM robot_heartbeats hb
-                   WHERE hb.robot_id = r2.robot_id ORDER BY "timestamp" DESC LIMIT 1) h ON true
+LEFT JOIN (SELECT DISTINCT ON (hb.robot_id) hb.robot_id, hb."timestamp" AS ts, hb.metrics
+           FROM robot_heartbeats hb
+           JOIN jsonb_to_recordset(CAST(:robots AS jsonb)) AS x(robot_id text, hb_until timestamptz)
+                USING (robot_id)
+           WHERE hb."timestamp" >= x.hb_until - interval '1 minute'
+           ORDER BY hb.robot_id, hb."timestamp" DESC) h ON h.robot_id = r2.robot_id
 LEFT JOIN (SELECT robot_id, jsonb_agg(id::text ORDER BY started_at) AS ids
            FROM job_queue WHERE status = 'running' GROUP BY robot_id) j ON j.robot_id = r2.robot_id
 WHERE r2.robot_id = r.robot_id
@@ -860,11 +875,6 @@ def _heartbeat_robots(fleet: list[RobotSpec], hb0: datetime) -> str:
     return json.dumps(rows)
 
 
-def _pick_workflow(environment: str, rng: np.random.Generator) -> WorkflowProfile:
-    idx, edges = workflow_mix(environment, night=False)
-    return WORKFLOWS[idx[int(np.searchsorted(edges, rng.random(), side="right")) - 1] - 1]
-
-
 def _tail_jobs(conn, fleet: list[RobotSpec], now: datetime, rng: np.random.Generator) -> int:
     """Top up the live edge: a few running jobs on idle robots, the rest just queued."""
     running = conn.execute(sa.text("SELECT robot_id FROM job_queue WHERE status = 'running'")).scalars().all()
@@ -874,7 +884,7 @@ def _tail_jobs(conn, fleet: list[RobotSpec], now: datetime, rng: np.random.Gener
     for k in range(TAIL_JOBS):
         robot = start_on[k] if k < len(start_on) else None
         env = robot.environment if robot else str(rng.choice(list(ENVIRONMENTS), p=list(ENVIRONMENTS.values())))
-        wf = _pick_workflow(env, rng)
+        wf = pick_workflow(env, rng)
         started = now - timedelta(seconds=float(rng.uniform(5, 90))) if robot else None
         created = (started or now) - timedelta(seconds=float(rng.uniform(3, 240)))
         rows.append({
@@ -949,8 +959,9 @@ def generate_demo(engine: Engine, *, jobs: int = 150_000, robots: int = 48, days
         with _bulk_session(engine) as conn:
             conn.execute(sa.text("SELECT setseed(:s)"), {"s": float(seeds[0]) / 2})
             started = _tail_jobs(conn, fleet, now, rng)
-            conn.execute(sa.text(_HEARTBEATS_SQL), {"robots": _heartbeat_robots(fleet, hb0), "hb0": hb0})
-            conn.execute(sa.text(_SYNC_ROBOTS_SQL))
+            beat_robots = _heartbeat_robots(fleet, hb0)
+            conn.execute(sa.text(_HEARTBEATS_SQL), {"robots": beat_robots, "hb0": hb0})
+            conn.execute(sa.text(_SYNC_ROBOTS_SQL), {"robots": beat_robots})
             conn.execute(sa.text(_INSERT_DLQ_SQL), _dlq_rows(now, max(4, min(12, jobs // 15_000)), rng))
         with _bulk_session(engine) as conn:
             # Fresh statistics, so the app's first queries get good plans.
