@@ -21,7 +21,7 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from data.demo import HOUR_OF_DAY, LEASE_S, WORKFLOWS, WorkflowProfile, workflow_mix
+from data.demo import HOUR_OF_DAY, LEASE_S, WORKFLOWS, WorkflowProfile, pick_workflow
 
 log = logging.getLogger(__name__)
 
@@ -246,14 +246,18 @@ class Simulator:
         return True
 
     def _resign(self) -> None:
-        """Give up leadership: closing the session releases its advisory lock."""
+        """Give up leadership: unlock (so a successor can lead at once) and drop the session,
+        whose end releases the lock anyway when the database is not reachable."""
         conn, self._lock_conn = self._lock_conn, None
-        if conn is not None:
-            try:
-                conn.invalidate()
-                conn.close()
-            except sa.exc.SQLAlchemyError:
-                pass
+        if conn is None:
+            return
+        try:
+            conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": LOCK_KEY})
+        except sa.exc.SQLAlchemyError:
+            pass
+        finally:
+            conn.invalidate()
+            conn.close()
 
     # -- one tick ---------------------------------------------------------------------------
 
@@ -358,21 +362,15 @@ class Simulator:
         for env, slots in envs.items():
             rate = UTILISATION * slots / self._mean_run_s * arrival_factor(now)
             for _ in range(int(self.rng.poisson(rate * dt))):
-                rows.append(self._job_row(self._pick(env), env, now))
+                rows.append(self._job_row(pick_workflow(env, self.rng), env, now))
         if self.rng.random() < dt / BURST_EVERY_S:
             env = list(envs)[int(self.rng.choice(len(envs), p=np.array(list(envs.values())) / sum(envs.values())))]
-            profile = self._pick(env)
+            profile = pick_workflow(env, self.rng)
             size = int(self.rng.integers(10, 2 * envs[env] + 11))
             rows += [self._job_row(profile, env, now) for _ in range(size)]
         if rows:
             conn.execute(sa.text(_ENQUEUE_SQL), rows)
         return len(rows)
-
-    def _pick(self, env: str) -> WorkflowProfile:
-        idx, edges = workflow_mix(env, night=False)
-        if len(idx) == 0:
-            return WORKFLOWS[int(self.rng.integers(len(WORKFLOWS)))]
-        return WORKFLOWS[idx[int(np.searchsorted(edges, self.rng.random(), side="right")) - 1] - 1]
 
     def _job_row(self, profile: WorkflowProfile, env: str, now: datetime) -> dict:
         created = now - timedelta(seconds=float(self.rng.uniform(0, 1)))
