@@ -122,6 +122,20 @@ def write_row(engine: Engine, sql: str, params: Mapping[str, Any] | None = None)
         raise _translate(exc, engine) from exc
 
 
+def json_number(expr: str, key: str) -> str:
+    """SQL: the number under `key` of jsonb `expr`, NULL when missing or not a number.
+
+    Robots report metrics as jsonb; a key may be missing, null, a number or a numeric string.
+    """
+    value = f"{expr} -> '{key}'"
+    text = f"{expr} ->> '{key}'"
+    return (
+        f"(CASE WHEN jsonb_typeof({value}) = 'number' THEN ({text})::float8 "
+        f"WHEN jsonb_typeof({value}) = 'string' AND ({text}) ~ '^\\s*-?[0-9]+(\\.[0-9]+)?\\s*$' "
+        f"THEN ({text})::float8 END)"
+    )
+
+
 def check_connection(engine: Engine) -> None:
     """Raise DatabaseUnavailable with a readable message when the database cannot be reached."""
     read_row(engine, "SELECT 1 AS ok")

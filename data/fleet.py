@@ -9,7 +9,7 @@ import pandas as pd
 from sqlalchemy.engine import Engine
 
 from data.cache import shared_cache
-from data.db import read_frame, read_row
+from data.db import json_number, read_frame, read_row
 from data.status import live_status_sql
 
 # Running jobs per robot; robot ids are compared as text (they may be uuid or varchar).
@@ -30,9 +30,9 @@ ROBOT_STATUS_SQL = f"""
            extract(epoch FROM now() - r.last_heartbeat)::float8 AS heartbeat_age_s,
            coalesce(j.running, 0) AS running_jobs,
            j.current_job_id, j.current_workflow,
-           (r.metrics ->> 'cpu_percent')::float8 AS cpu_percent,
-           (r.metrics ->> 'memory_percent')::float8 AS memory_percent,
-           (r.metrics ->> 'memory_mb')::float8 AS memory_mb
+           {json_number("r.metrics", "cpu_percent")} AS cpu_percent,
+           {json_number("r.metrics", "memory_percent")} AS memory_percent,
+           {json_number("r.metrics", "memory_mb")} AS memory_mb
     FROM robots r LEFT JOIN running j ON j.robot_id = r.robot_id::text
 """
 

@@ -46,7 +46,7 @@ from datetime import datetime, timedelta, timezone
 import pandas as pd
 from sqlalchemy.engine import Engine
 
-from data.db import read_frame, read_row
+from data.db import json_number, read_frame, read_row
 from data.errors import error_type_sql
 from data.status import LIVE_STATUSES, live_status_sql
 
@@ -61,20 +61,6 @@ LIST_COLUMNS = [
     "heartbeat_age_s", "cpu_percent", "memory_percent", "completed_today", "failed_today",
     "success_rate_7d", "utilization_24h",
 ]
-
-
-def num(expr: str, key: str) -> str:
-    """SQL: the number under `key` of jsonb `expr`, NULL when missing or not a number.
-
-    Robots report metrics as jsonb; a key may be missing, null, a number or a numeric string.
-    """
-    value = f"{expr} -> '{key}'"
-    text = f"{expr} ->> '{key}'"
-    return (
-        f"(CASE WHEN jsonb_typeof({value}) = 'number' THEN ({text})::float8 "
-        f"WHEN jsonb_typeof({value}) = 'string' AND ({text}) ~ '^\\s*-?[0-9]+(\\.[0-9]+)?\\s*$' "
-        f"THEN ({text})::float8 END)"
-    )
 
 
 def _as_utc(ts) -> datetime:
@@ -374,10 +360,10 @@ def robot_list(engine: Engine, tz: str, offline_after_s: int, *, status=None, en
                extract(epoch FROM now() - r.last_heartbeat)::float8 AS heartbeat_age_s,
                (r.status <> 'maintenance' AND (r.last_heartbeat IS NULL
                    OR r.last_heartbeat < now() - make_interval(secs => :offline_after))) AS silent,
-               {num("r.metrics", "cpu_percent")} AS cpu_percent,
-               {num("r.metrics", "memory_percent")} AS memory_percent,
-               {num("r.metrics", "memory_mb")} AS memory_mb,
-               {num("r.metrics", "disk_percent")} AS disk_percent
+               {json_number("r.metrics", "cpu_percent")} AS cpu_percent,
+               {json_number("r.metrics", "memory_percent")} AS memory_percent,
+               {json_number("r.metrics", "memory_mb")} AS memory_mb,
+               {json_number("r.metrics", "disk_percent")} AS disk_percent
         FROM robots r
         LEFT JOIN running rj ON rj.robot_id = r.robot_id::text
     )
@@ -530,11 +516,11 @@ def robot_detail(engine: Engine, robot_id: str, offline_after_s: int) -> dict | 
            (to_jsonb(r) ->> 'registered_at')::timestamptz AS registered_at,
            (to_jsonb(r) ->> 'last_seen')::timestamptz AS last_seen,
            to_jsonb(r) ->> 'tenant_id' AS tenant_id,
-           {num("r.metrics", "cpu_percent")} AS cpu_percent,
-           {num("r.metrics", "memory_percent")} AS memory_percent,
-           {num("r.metrics", "memory_mb")} AS memory_mb,
-           {num("r.metrics", "disk_percent")} AS disk_percent,
-           {num("r.metrics", "uptime_seconds")} AS uptime_seconds,
+           {json_number("r.metrics", "cpu_percent")} AS cpu_percent,
+           {json_number("r.metrics", "memory_percent")} AS memory_percent,
+           {json_number("r.metrics", "memory_mb")} AS memory_mb,
+           {json_number("r.metrics", "disk_percent")} AS disk_percent,
+           {json_number("r.metrics", "uptime_seconds")} AS uptime_seconds,
            now() AS as_of
     FROM robots r CROSS JOIN running rj
     WHERE r.robot_id::text = :robot_id
@@ -685,12 +671,12 @@ def metric_series(engine: Engine, robot_id: str, start, end, max_points: int = M
     agg AS (
         SELECT date_bin(make_interval(secs => :step), hb."timestamp", CAST(:start AS timestamptz)) AS ts,
                count(*) AS heartbeats,
-               avg({num("hb.metrics", "cpu_percent")}) AS cpu_percent,
-               max({num("hb.metrics", "cpu_percent")}) AS cpu_percent_max,
-               avg({num("hb.metrics", "memory_percent")}) AS memory_percent,
-               max({num("hb.metrics", "memory_percent")}) AS memory_percent_max,
-               avg({num("hb.metrics", "memory_mb")}) AS memory_mb,
-               avg({num("hb.metrics", "disk_percent")}) AS disk_percent
+               avg({json_number("hb.metrics", "cpu_percent")}) AS cpu_percent,
+               max({json_number("hb.metrics", "cpu_percent")}) AS cpu_percent_max,
+               avg({json_number("hb.metrics", "memory_percent")}) AS memory_percent,
+               max({json_number("hb.metrics", "memory_percent")}) AS memory_percent_max,
+               avg({json_number("hb.metrics", "memory_mb")}) AS memory_mb,
+               avg({json_number("hb.metrics", "disk_percent")}) AS disk_percent
         FROM robot_heartbeats hb
         WHERE {predicate} AND hb."timestamp" >= :start AND hb."timestamp" < :end
         GROUP BY 1
