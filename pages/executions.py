@@ -351,11 +351,8 @@ def load_options(_load, workflows, robot, environment, error_type):
     env_opts = [{"label": e, "value": e} for e in envs]
     if environment and environment not in envs:
         env_opts.append({"label": environment, "value": environment})
-    counted = {r.error_type: int(r.count) for r in etypes.itertuples()}
-    names = list(counted) + [t for t in ex.COMMON_ERROR_TYPES if t not in counted]
-    if error_type and error_type not in names:
-        names.append(error_type)
-    et_opts = [{"label": f"{t} ({counted[t]:,} in 7 days)" if t in counted else t, "value": t} for t in names]
+    names = sorted(set(etypes["error_type"]) | set(ex.COMMON_ERROR_TYPES) | ({error_type} if error_type else set()))
+    et_opts = [{"label": t, "value": t} for t in names]
     return wf_opts, robot_opts, env_opts, et_opts
 
 

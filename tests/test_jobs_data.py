@@ -756,3 +756,16 @@ def test_dbos_values_are_decoded_without_running_code():
     assert jobs.decode_dbos_value(error, "py_pickle", as_error=True) == "TimeoutError: portal"
     assert jobs.decode_dbos_value('{"a":[1,2]}', "portable_json") == '{"a": [1, 2]}'
     assert jobs.decode_dbos_value(None, "py_pickle") is None
+
+
+def test_filter_choices(engine, history):
+    workflows = jobs.workflow_options(engine)
+    assert list(workflows["workflow_id"]) == ["wf-invoice", "wf-payroll", "wf-report"]
+    latest = {}
+    for r in sorted(history, key=lambda r: r["created_at"]):
+        latest[r["workflow_id"]] = r["workflow_name"]
+    assert dict(zip(workflows["workflow_id"], workflows["workflow_name"])) == latest
+    assert jobs.environment_options(engine) == sorted({r["environment"] for r in history})
+    assert set(jobs.robot_options(engine)["robot_id"]) == {r["robot_id"] for r in history if r["robot_id"]}
+    types = {classify_error(r["error_message"]) for r in history} - {None}
+    assert list(jobs.error_type_options(engine)["error_type"]) == sorted(types)
