@@ -103,6 +103,8 @@ INDEXES = [
     ("job_queue", "fm_job_duration", "((completed_at - started_at), id)", "WHERE completed_at IS NOT NULL AND started_at IS NOT NULL"),
     # The job history's error-type filter: same expression as the query, so it is used and has statistics.
     ("job_queue", "fm_job_error_type", f"(({error_type_sql('error_message')}), created_at, id)", "WHERE error_message IS NOT NULL"),
+    # Analytics: window aggregates as index-only scans (the heap carries workflow_json and results).
+    ("job_queue", "fm_job_analytics", "(created_at) INCLUDE (workflow_id, workflow_name, status, started_at, completed_at, environment, robot_id)", ""),
     ("robot_heartbeats", "fm_hb_robot_ts", '(robot_id, "timestamp" DESC)', ""),
     ("robot_heartbeats", "fm_hb_ts", '("timestamp" DESC)', ""),
 ]
