@@ -29,9 +29,10 @@ from typing import Any, Mapping
 from zoneinfo import ZoneInfo
 
 import pandas as pd
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from data.db import read_frame
+from data.db import _UNAVAILABLE, _translate
 from data.errors import error_type_sql
 from data.timeutil import is_valid_tz, safe_tz
 
@@ -392,11 +393,32 @@ def duration_covers(f: AnalyticsFilters) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
+# Reading
+# ---------------------------------------------------------------------------------------------
+
+# Percentiles sort every timed job of a group: give these queries room to sort in memory
+# (PostgreSQL's default 4 MB spills a 30-day window to disk). Per statement, not per session.
+ANALYTICS_WORK_MEM = "64MB"
+
+
+def read_frame(engine: Engine, sql: str, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """data.db.read_frame with a larger work_mem for this one statement (SET LOCAL)."""
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"SET LOCAL work_mem = '{ANALYTICS_WORK_MEM}'"))
+            result = conn.execute(sa.text(sql), dict(params or {}))
+            return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+    except _UNAVAILABLE as exc:
+        raise _translate(exc, engine) from exc
+
+
+# ---------------------------------------------------------------------------------------------
 # SQL building blocks. Only fixed SQL text is assembled here; every value is a bound parameter.
 # ---------------------------------------------------------------------------------------------
 
-DUR_MS = "(extract(epoch FROM j.completed_at - j.started_at) * 1000)::float8"
-WAIT_MS = "(extract(epoch FROM j.started_at - j.created_at) * 1000)::float8"
+# date_part (float8) rather than extract (numeric): the same microseconds, several times faster.
+DUR_MS = "(date_part('epoch', j.completed_at - j.started_at) * 1000)"
+WAIT_MS = "(date_part('epoch', j.started_at - j.created_at) * 1000)"
 TIMED = "(j.status = ANY(:dur_statuses) AND j.started_at IS NOT NULL AND j.completed_at IS NOT NULL)"
 ERROR_TYPE = f"coalesce({error_type_sql('j.error_message')}, 'UnknownError')"
 PERCENTILES = (0.5, 0.9, 0.95, 0.99)
