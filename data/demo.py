@@ -38,6 +38,7 @@ NIGHT_ENDS = 6  # hours (UTC) before this are night, when nightly batches run
 
 HEARTBEAT_DAYS = 3
 HEARTBEAT_EVERY_S = 60
+HEARTBEAT_BATCHES = 4  # fixed, so the same seed gives the same data on any machine
 LEASE_S = 300
 MAX_RETRIES = 3  # the orchestrator's default
 # Average robot-slot utilisation the history aims at; at peaks it is about twice that.
@@ -45,6 +46,8 @@ TARGET_UTILISATION = 0.3
 CANCEL_RATE = 0.008
 # Jobs kept back from the history for the live tail (queued in the last minutes).
 TAIL_JOBS = 12
+WINDOW_HOURS = 7 * 24
+LANE_GROUPS = 4  # statements per week (fixed, like HEARTBEAT_BATCHES)
 MIN_RUNNING = 4
 _ADVISORY_KEY = 0x466C6D44  # serialises ensure_demo_data across gunicorn workers
 
@@ -491,8 +494,7 @@ def _profiles_json() -> str:
     for k, w in enumerate(WORKFLOWS, start=1):
         starts, shares = w.node_bounds
         rows.append({
-            "wf": k, "workflow_id": w.workflow_id, "workflow_name": w.name,
-            "workflow_json": w.workflow_json(), "priority": w.priority,
+            "wf": k, "workflow_id": w.workflow_id, "workflow_name": w.name, "priority": w.priority,
             "median_s": w.median_s, "sigma": w.sigma,
             "alt_median_s": w.alt_median_s or w.median_s, "alt_share": w.alt_share,
             "failure_rate": w.failure_rate, "healing": w.healing, "nightly": w.nightly,
@@ -516,47 +518,50 @@ def _incidents_json(now: datetime, days: int) -> str:
     return json.dumps(rows)
 
 
-_PROFILE_COLUMNS = """p(wf int, workflow_id text, workflow_name text, workflow_json text, priority int,
+_PROFILE_COLUMNS = """p(wf int, workflow_id text, workflow_name text, priority int,
     median_s float8, sigma float8, alt_median_s float8, alt_share float8, failure_rate float8,
     healing bool, nightly bool, err_msgs text[], err_edges float8[], err_retry bool[],
     node_ids text[], node_types text[], node_start float8[], node_share float8[], n_nodes int)"""
 
-# One lane's history. Every random draw happens in `draws` (materialised once); the later
-# steps are plain arithmetic on it. Times are epoch seconds (float8) until the final SELECT.
-_LANE_SQL = f"""
-INSERT INTO job_queue (workflow_id, workflow_name, workflow_json, priority, status, robot_id,
-    environment, visible_after, created_at, started_at, completed_at, error_message, result,
-    retry_count, max_retries, variables, metadata)
+# One week of history for a group of lanes (robot slots). Every random draw happens in `draws`
+# (materialised once); the later steps are plain arithmetic on it. Times are epoch seconds
+# (float8) until the insert. Rows are inserted in created_at order, as an orchestrator's table
+# fills, and the statement returns each lane's slot end so the next week continues its queue.
+_WINDOW_SQL = f"""
 WITH profiles AS (SELECT * FROM jsonb_to_recordset(CAST(:profiles AS jsonb)) AS {_PROFILE_COLUMNS}),
 incidents AS (
     SELECT * FROM jsonb_to_recordset(CAST(:incidents AS jsonb))
         AS i(wf int, t_from timestamptz, t_to timestamptz, fail_rate float8, message text, slowdown float8)
 ),
-hours AS (
-    SELECT CAST(:t0 AS timestamptz) + make_interval(hours => CAST(k AS int) - 1) AS h_start, n
+lanes AS (
+    SELECT * FROM jsonb_to_recordset(CAST(:lanes AS jsonb))
+        AS l(pos int, lane int, robot_id text, environment text, slot_end_s float8,
+             wf_day int[], edges_day float8[], wf_night int[], edges_night float8[])
+),
+cells AS (  -- :counts holds each lane's job count per hour of the week, lane after lane
+    SELECT (k - 1) / :hours AS pos, CAST(:t0 AS timestamptz) + make_interval(hours => CAST((k - 1) % :hours AS int)) AS h_start, n
     FROM unnest(CAST(:counts AS int[])) WITH ORDINALITY AS u(n, k)
     WHERE n > 0
 ),
-arrivals AS (
-    SELECT h.h_start + make_interval(secs => random() * 3600) AS created_at,
-           extract(hour FROM h.h_start AT TIME ZONE 'UTC') < {NIGHT_ENDS} AS night
-    FROM hours h, generate_series(1, h.n)
-),
 draws AS (
-    SELECT created_at,
-           CASE WHEN night
-                THEN (CAST(:wf_night AS int[]))[width_bucket(random(), CAST(:edges_night AS float8[]))]
-                ELSE (CAST(:wf_day AS int[]))[width_bucket(random(), CAST(:edges_day AS float8[]))]
-           END AS wf,
+    SELECT l.lane, l.robot_id, l.environment, l.slot_end_s AS carried_s, a.created_at,
+           CASE WHEN a.night THEN l.wf_night[width_bucket(random(), l.edges_night)]
+                ELSE l.wf_day[width_bucket(random(), l.edges_day)] END AS wf,
            random() AS r_mode, sqrt(-2 * ln(1 - random())) * cos(2 * pi() * random()) AS z_run,
            random() AS r_fail, random() AS r_err, random() AS r_node, random() AS r_retry,
            random() AS r_cancel, random() AS r_cancel_at,
            sqrt(-2 * ln(1 - random())) * cos(2 * pi() * random()) AS z_wait,
            random() AS r_heal, random() AS r_trigger, random() AS r_prio, random() AS r_var
-    FROM arrivals
+    FROM cells c
+    JOIN lanes l USING (pos)
+    CROSS JOIN LATERAL (
+        SELECT c.h_start + make_interval(secs => random() * 3600) AS created_at,
+               extract(hour FROM c.h_start AT TIME ZONE 'UTC') < {NIGHT_ENDS} AS night
+        FROM generate_series(1, c.n)
+    ) a
 ),
 sampled AS (
-    SELECT d.*, p.n_nodes, p.healing, p.nightly,
+    SELECT d.*, p.workflow_id, p.workflow_name, p.priority, p.n_nodes, p.healing, p.nightly,
            coalesce(i.fail_rate, p.failure_rate) AS fail_rate,
            least(14400, greatest(1, CASE WHEN d.r_mode < p.alt_share THEN p.alt_median_s ELSE p.median_s END
                  * exp(p.sigma * d.z_run) * :scale * coalesce(i.slowdown, 1))) AS full_s,
@@ -578,9 +583,7 @@ shaped AS (
            CASE WHEN s.r_fail < s.fail_rate THEN CASE WHEN s.retryable THEN {MAX_RETRIES} ELSE 0 END
                 WHEN s.r_retry < s.fail_rate * 0.6 THEN 1 + (s.r_retry < s.fail_rate * 0.15)::int
                 ELSE 0 END AS retries,
-           CASE WHEN s.r_fail < s.fail_rate
-                THEN s.full_s * s.fail_frac
-                ELSE s.full_s END AS run_s,
+           CASE WHEN s.r_fail < s.fail_rate THEN s.full_s * s.fail_frac ELSE s.full_s END AS run_s,
            extract(epoch FROM s.created_at) AS created_s,
            exp(ln(4) + 0.9 * s.z_wait) AS dispatch_s
     FROM sampled s
@@ -596,15 +599,17 @@ timed AS (
     FROM shaped t
 ),
 -- Single-slot FIFO queue: a job's slot time ends at
---   max over earlier-or-same jobs j of (ready_j + occupancy from j to this job),
--- i.e. S_i + max_j (ready_j - S_(j-1)) with S the running sum of occupancy.
+--   S_i + max(carried, max over earlier-or-same jobs j of (ready_j - S_(j-1)))
+-- with S the running sum of occupancy and `carried` the lane's slot end before this week.
 cum AS (
     SELECT t.*, sum(occupy_s) OVER w AS s_cum
-    FROM timed t WINDOW w AS (ORDER BY created_at ROWS UNBOUNDED PRECEDING)
+    FROM timed t WINDOW w AS (PARTITION BY lane ORDER BY created_at ROWS UNBOUNDED PRECEDING)
 ),
 queued AS (
-    SELECT c.*, c.s_cum + max(c.created_s + c.dispatch_s - (c.s_cum - c.occupy_s)) OVER w AS slot_end_s
-    FROM cum c WINDOW w AS (ORDER BY created_at ROWS UNBOUNDED PRECEDING)
+    SELECT c.*,
+           c.s_cum + greatest(c.carried_s, max(c.created_s + c.dispatch_s - (c.s_cum - c.occupy_s)) OVER w)
+               AS slot_end_s
+    FROM cum c WINDOW w AS (PARTITION BY lane ORDER BY created_at ROWS UNBOUNDED PRECEDING)
 ),
 placed AS (
     SELECT q.*,
@@ -625,57 +630,64 @@ final AS (
            x.slot_start_s <= :now_s AND x.start_s > :now_s AS in_backoff,
            CASE WHEN x.failed THEN x.fail_node ELSE x.n_nodes END AS last_node
     FROM placed x
+),
+inserted AS (
+    INSERT INTO job_queue (workflow_id, workflow_name, workflow_json, priority, status, robot_id,
+        environment, visible_after, created_at, started_at, completed_at, error_message, result,
+        retry_count, max_retries, variables, metadata)
+    SELECT f.workflow_id, f.workflow_name, (CAST(:workflow_json AS text[]))[f.wf],
+           least(20, f.priority + 5 * (f.r_prio < 0.05)::int),
+           f.status,
+           CASE WHEN f.status IN ('running', 'completed', 'failed')
+                  OR (f.status = 'cancelled' AND NOT f.cancel_queued) THEN f.robot_id END,
+           f.environment,
+           CASE WHEN f.status = 'running' THEN to_timestamp(:now_s + {LEASE_S})
+                WHEN f.in_backoff THEN to_timestamp(f.start_s)
+                WHEN f.status = 'pending' OR f.cancel_queued THEN f.created_at
+                ELSE to_timestamp(f.start_s + {LEASE_S}) END,
+           f.created_at,
+           CASE WHEN f.status IN ('running', 'completed', 'failed')
+                  OR (f.status = 'cancelled' AND NOT f.cancel_queued) THEN to_timestamp(f.start_s) END,
+           CASE WHEN f.status IN ('completed', 'failed') OR (f.status = 'cancelled' AND NOT f.cancel_queued)
+                    THEN to_timestamp(f.end_s)
+                WHEN f.status = 'cancelled' THEN to_timestamp(f.cancel_s) END,
+           CASE WHEN f.status = 'failed' OR f.in_backoff THEN f.message END,
+           CASE WHEN f.status IN ('completed', 'failed') THEN jsonb_build_object(
+                'nodes_executed', f.last_node,
+                'node_executions', (
+                    SELECT jsonb_agg(jsonb_build_object(
+                        'node_id', n.node_id, 'node_type', n.node_type,
+                        'status', CASE WHEN f.failed AND n.k = f.last_node THEN 'failed' ELSE 'completed' END,
+                        'started_at', to_timestamp(n.start_s),
+                        'completed_at', to_timestamp(n.start_s + n.dur_s),
+                        'duration_ms', round(n.dur_s * 1000)::bigint,
+                        'error', CASE WHEN f.failed AND n.k = f.last_node THEN f.message END) ORDER BY n.k)
+                    FROM (
+                        SELECT u.k, u.node_id, u.node_type,
+                               f.start_s + f.full_s * u.node_start AS start_s,
+                               -- a node uses most of its share; the rest is hand-over between nodes
+                               f.full_s * u.node_share * (0.55 + 0.45 * random()) AS dur_s
+                        FROM profiles p,
+                             unnest(p.node_ids, p.node_types, p.node_start, p.node_share)
+                                 WITH ORDINALITY AS u(node_id, node_type, node_start, node_share, k)
+                        WHERE p.wf = f.wf AND u.k <= f.last_node
+                    ) n))
+                ELSE '{{}}'::jsonb END,
+           CASE WHEN f.status = 'pending' AND NOT f.in_backoff THEN 0 ELSE f.retries END,
+           {MAX_RETRIES},
+           jsonb_build_object('batch_size', 1 + floor(f.r_var * 200)::int,
+                              'source', (ARRAY['email', 'sftp', 'api', 'portal'])[1 + floor(f.r_var * 4)::int]),
+           jsonb_build_object('trigger', CASE WHEN f.nightly OR f.r_trigger < 0.5 THEN 'schedule'
+                                              WHEN f.r_trigger < 0.8 THEN 'api'
+                                              WHEN f.r_trigger < 0.95 THEN 'manual' ELSE 'webhook' END)
+           || CASE WHEN f.healing AND f.r_heal < 0.18 AND f.status IN ('completed', 'failed')
+                   THEN jsonb_build_object('healing_attempts', 1 + floor(f.r_heal * 16)::int,
+                                           'healing_successes', floor(f.r_heal * 16)::int
+                                               + (f.status = 'completed')::int)
+                   ELSE '{{}}'::jsonb END
+    FROM (SELECT * FROM final ORDER BY created_at) f
 )
-SELECT p.workflow_id, p.workflow_name, p.workflow_json,
-       least(20, p.priority + 5 * (f.r_prio < 0.05)::int),
-       f.status,
-       CASE WHEN f.status IN ('running', 'completed', 'failed')
-              OR (f.status = 'cancelled' AND NOT f.cancel_queued) THEN :robot_id END,
-       :environment,
-       CASE WHEN f.status = 'running' THEN to_timestamp(:now_s + {LEASE_S})
-            WHEN f.in_backoff THEN to_timestamp(f.start_s)
-            WHEN f.status = 'pending' OR f.cancel_queued THEN f.created_at
-            ELSE to_timestamp(f.start_s + {LEASE_S}) END,
-       f.created_at,
-       CASE WHEN f.status IN ('running', 'completed', 'failed')
-              OR (f.status = 'cancelled' AND NOT f.cancel_queued) THEN to_timestamp(f.start_s) END,
-       CASE WHEN f.status IN ('completed', 'failed') OR (f.status = 'cancelled' AND NOT f.cancel_queued)
-                THEN to_timestamp(f.end_s)
-            WHEN f.status = 'cancelled' THEN to_timestamp(f.cancel_s) END,
-       CASE WHEN f.status = 'failed' OR f.in_backoff THEN f.message END,
-       CASE WHEN f.status IN ('completed', 'failed') THEN jsonb_build_object(
-            'nodes_executed', f.last_node,
-            'node_executions', (
-                SELECT jsonb_agg(jsonb_build_object(
-                    'node_id', n.node_id, 'node_type', n.node_type,
-                    'status', CASE WHEN f.failed AND n.k = f.last_node THEN 'failed' ELSE 'completed' END,
-                    'started_at', to_timestamp(n.start_s),
-                    'completed_at', to_timestamp(n.start_s + n.dur_s),
-                    'duration_ms', round(n.dur_s * 1000)::bigint,
-                    'error', CASE WHEN f.failed AND n.k = f.last_node THEN f.message END) ORDER BY n.k)
-                FROM (
-                    SELECT u.k, u.node_id, u.node_type,
-                           f.start_s + f.full_s * u.node_start AS start_s,
-                           -- a node uses most of its share; the rest is hand-over between nodes
-                           f.full_s * u.node_share * (0.55 + 0.45 * random()) AS dur_s
-                    FROM unnest(p.node_ids, p.node_types, p.node_start, p.node_share)
-                         WITH ORDINALITY AS u(node_id, node_type, node_start, node_share, k)
-                    WHERE u.k <= f.last_node
-                ) n))
-            ELSE '{{}}'::jsonb END,
-       CASE WHEN f.status = 'pending' AND NOT f.in_backoff THEN 0 ELSE f.retries END,
-       {MAX_RETRIES},
-       jsonb_build_object('batch_size', 1 + floor(f.r_var * 200)::int,
-                          'source', (ARRAY['email', 'sftp', 'api', 'portal'])[1 + floor(f.r_var * 4)::int]),
-       jsonb_build_object('trigger', CASE WHEN f.nightly OR f.r_trigger < 0.5 THEN 'schedule'
-                                          WHEN f.r_trigger < 0.8 THEN 'api'
-                                          WHEN f.r_trigger < 0.95 THEN 'manual' ELSE 'webhook' END)
-       || CASE WHEN f.healing AND f.r_heal < 0.18 AND f.status IN ('completed', 'failed')
-               THEN jsonb_build_object('healing_attempts', 1 + floor(f.r_heal * 16)::int,
-                                       'healing_successes', floor(f.r_heal * 16)::int
-                                           + (f.status = 'completed')::int)
-               ELSE '{{}}'::jsonb END
-FROM final f JOIN profiles p ON p.wf = f.wf
+SELECT lane, max(slot_end_s) AS slot_end_s FROM final GROUP BY lane
 """
 
 _ROBOT_COLUMNS = """r(robot_id text, hb_from timestamptz, hb_until timestamptz, maintenance_from timestamptz,
@@ -700,6 +712,7 @@ events AS (
          LATERAL (VALUES (started_at, 1), (completed_at, -1)) AS e(ts, delta)
     WHERE started_at IS NOT NULL AND e.ts IS NOT NULL
       AND (status = 'running' OR completed_at >= CAST(:hb0 AS timestamptz))
+      AND robot_id IN (SELECT robot_id FROM r)
 ),
 counted AS (
     SELECT robot_id, ts, delta,
@@ -831,32 +844,74 @@ def _clean_up_after_failure(engine: Engine) -> None:
         log.warning("could not remove partial demo data: %s", exc)
 
 
-def _lane_params(robot: RobotSpec, counts: np.ndarray, seed_value: float, common: dict) -> dict:
-    wf_day, edges_day = workflow_mix(robot.environment, night=False)
-    wf_night, edges_night = workflow_mix(robot.environment, night=True)
-    return dict(common, robot_id=robot.robot_id, environment=robot.environment,
-                counts=counts.tolist(), seed=seed_value, wf_day=wf_day, edges_day=edges_day,
-                wf_night=wf_night, edges_night=edges_night)
+@dataclass(frozen=True)
+class Lane:
+    """One job slot of a robot: jobs handed to it run one after another."""
+    robot: RobotSpec
+    counts: np.ndarray  # jobs created per hour of the history
 
 
-def _insert_lane(engine: Engine, params: dict) -> None:
-    with _bulk_session(engine) as conn:
-        conn.execute(sa.text("SELECT setseed(:seed)"), {"seed": params["seed"]})
-        conn.execute(sa.text(_LANE_SQL), params)
+def _lane_json(pos: int, lane_no: int, lane: Lane, slot_end_s: float) -> dict:
+    wf_day, edges_day = workflow_mix(lane.robot.environment, night=False)
+    wf_night, edges_night = workflow_mix(lane.robot.environment, night=True)
+    return {"pos": pos, "lane": lane_no, "robot_id": lane.robot.robot_id,
+            "environment": lane.robot.environment, "slot_end_s": slot_end_s,
+            "wf_day": wf_day, "edges_day": edges_day, "wf_night": wf_night, "edges_night": edges_night}
 
 
-def _plan_lanes(fleet, history_jobs, now, days, rng) -> list[tuple[RobotSpec, np.ndarray]]:
+def _insert_history(engine: Engine, lanes: list[Lane], start: datetime, common: dict, seed: int) -> None:
+    """The job history, a week at a time (all lanes, in LANE_GROUPS parallel statements), so
+    that the table fills in created_at order; each lane's queue carries over between weeks."""
+    hours = len(lanes[0].counts)
+    slot_end = [0.0] * len(lanes)
+    for w, h0 in enumerate(range(0, hours, WINDOW_HOURS)):
+        h1 = min(hours, h0 + WINDOW_HOURS)
+        params = []
+        for g in range(LANE_GROUPS):
+            members = list(range(g, len(lanes), LANE_GROUPS))
+            if not members:
+                continue
+            params.append(dict(
+                common, hours=h1 - h0, t0=start + timedelta(hours=h0),
+                seed=float(np.random.default_rng([seed, 1, w, g]).uniform(-1, 1)),
+                lanes=json.dumps([_lane_json(pos, k, lanes[k], slot_end[k]) for pos, k in enumerate(members)]),
+                counts=np.concatenate([lanes[k].counts[h0:h1] for k in members]).tolist()))
+        for rows in _run_parallel(engine, _WINDOW_SQL, params):
+            for lane_no, end_s in rows:
+                slot_end[lane_no] = end_s
+
+
+def _run_parallel(engine: Engine, sql: str, params: list[dict]) -> list[list]:
+    """Run one statement per parameter set, each in its own session seeded with params['seed'],
+    on as many connections as there are cores (a single INSERT ... SELECT uses one core);
+    return each statement's rows."""
+    def run(p: dict) -> list:
+        with _bulk_session(engine) as conn:
+            conn.execute(sa.text("SELECT setseed(:seed)"), {"seed": p["seed"]})
+            result = conn.execute(sa.text(sql), p)
+            return [tuple(r) for r in result] if result.returns_rows else []
+
+    with ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as pool:
+        return list(pool.map(run, params))
+
+
+def _plan_lanes(fleet: list[RobotSpec], history_jobs: int, start: datetime, days: int,
+                rng: np.random.Generator) -> list[Lane]:
     """How many jobs each robot slot receives in each hour of the history."""
-    start = now - timedelta(days=days)
     hours = days * 24
     weights = hourly_weights(start, hours, rng)
-    lanes = []
-    for robot in fleet:
-        mask = active_mask(start, hours, robot)
-        for _ in range(robot.max_concurrent_jobs):
-            lanes.append((robot, weights * mask, float(rng.uniform(0.7, 1.3))))
-    per_lane = allocate(history_jobs, [busy * w.sum() for _, w, busy in lanes])
-    return [(robot, allocate(int(n), w)) for (robot, w, _), n in zip(lanes, per_lane)]
+    shapes = [(robot, weights * active_mask(start, hours, robot), float(rng.uniform(0.7, 1.3)))
+              for robot in fleet for _ in range(robot.max_concurrent_jobs)]
+    per_lane = allocate(history_jobs, [busy * w.sum() for _, w, busy in shapes])
+    return [Lane(robot, allocate(int(n), w)) for (robot, w, _), n in zip(shapes, per_lane)]
+
+
+def _robot_row(r: RobotSpec) -> dict:
+    return {"robot_id": r.robot_id, "name": r.name, "hostname": r.hostname,
+            "status": "maintenance" if r.role == "maintenance" else "online",
+            "environment": r.environment, "capabilities": json.dumps(r.capabilities),
+            "tags": json.dumps(r.tags), "max_concurrent_jobs": r.max_concurrent_jobs,
+            "registered_at": r.registered_at}
 
 
 def _heartbeat_robots(fleet: list[RobotSpec], hb0: datetime) -> str:
@@ -937,33 +992,25 @@ def generate_demo(engine: Engine, *, jobs: int = 150_000, robots: int = 48, days
     rng = np.random.default_rng(seed)
     fleet = build_fleet(robots, now, days, rng)
     scale = duration_scale(jobs, fleet, days)
-    lanes = _plan_lanes(fleet, jobs - TAIL_JOBS, now, days, rng)
-    common = {"t0": now - timedelta(days=days), "now_s": now.timestamp(), "scale": scale,
-              "profiles": _profiles_json(), "incidents": _incidents_json(now, days)}
-    seeds = np.random.default_rng([seed, 1]).uniform(-1, 1, len(lanes))
-    params = [_lane_params(robot, counts, float(s), common) for (robot, counts), s in zip(lanes, seeds)]
+    start = now - timedelta(days=days)
+    lanes = _plan_lanes(fleet, jobs - TAIL_JOBS, start, days, rng)
+    common = {"now_s": now.timestamp(), "scale": scale, "profiles": _profiles_json(),
+              "incidents": _incidents_json(now, days), "workflow_json": [w.workflow_json() for w in WORKFLOWS]}
+    hb0 = now - timedelta(days=HEARTBEAT_DAYS)
+    beat_params = [{"robots": _heartbeat_robots(fleet[k::HEARTBEAT_BATCHES], hb0), "hb0": hb0,
+                    "seed": float(np.random.default_rng([seed, 2, k]).uniform(-1, 1))}
+                   for k in range(HEARTBEAT_BATCHES)]
     try:
         with engine.begin() as conn:
-            conn.execute(sa.text(_INSERT_ROBOT_SQL), [
-                {"robot_id": r.robot_id, "name": r.name, "hostname": r.hostname,
-                 "status": "maintenance" if r.role == "maintenance" else "online",
-                 "environment": r.environment, "capabilities": json.dumps(r.capabilities),
-                 "tags": json.dumps(r.tags), "max_concurrent_jobs": r.max_concurrent_jobs,
-                 "registered_at": r.registered_at} for r in fleet])
-        # Largest lanes first, so the pool does not end waiting on one big straggler.
-        order = sorted(params, key=lambda p: -sum(p["counts"]))
-        with ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as pool:
-            list(pool.map(lambda p: _insert_lane(engine, p), order))
+            conn.execute(sa.text(_INSERT_ROBOT_SQL), [_robot_row(r) for r in fleet])
+        _insert_history(engine, lanes, start, common, seed)
         jobs_done = time.perf_counter()
-        hb0 = now - timedelta(days=HEARTBEAT_DAYS)
         with _bulk_session(engine) as conn:
-            conn.execute(sa.text("SELECT setseed(:s)"), {"s": float(seeds[0]) / 2})
             started = _tail_jobs(conn, fleet, now, rng)
-            beat_robots = _heartbeat_robots(fleet, hb0)
-            conn.execute(sa.text(_HEARTBEATS_SQL), {"robots": beat_robots, "hb0": hb0})
-            conn.execute(sa.text(_SYNC_ROBOTS_SQL), {"robots": beat_robots})
-            conn.execute(sa.text(_INSERT_DLQ_SQL), _dlq_rows(now, max(4, min(12, jobs // 15_000)), rng))
+        _run_parallel(engine, _HEARTBEATS_SQL, beat_params)
         with _bulk_session(engine) as conn:
+            conn.execute(sa.text(_SYNC_ROBOTS_SQL), {"robots": _heartbeat_robots(fleet, hb0)})
+            conn.execute(sa.text(_INSERT_DLQ_SQL), _dlq_rows(now, max(4, min(12, jobs // 15_000)), rng))
             # Fresh statistics, so the app's first queries get good plans.
             conn.execute(sa.text(f"ANALYZE {', '.join(ORCHESTRATOR_TABLES)}"))
     except BaseException:

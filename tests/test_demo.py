@@ -88,6 +88,14 @@ def test_counts_and_stats(demo):
     assert stats["jobs"] == JOBS and stats["seconds"] > 0
 
 
+def test_table_fills_in_time_order(demo):
+    """Rows lie in created_at order on disk, as in an orchestrator's table (plans depend on it)."""
+    stats = frame(demo, "SELECT attname, correlation FROM pg_stats "
+                        "WHERE tablename = 'job_queue' AND attname IN ('created_at', 'robot_id')")
+    correlation = dict(zip(stats.attname, stats.correlation))
+    assert correlation["created_at"] > 0.95 and abs(correlation["robot_id"]) < 0.5
+
+
 def test_fleet(demo):
     robots = frame(demo, "SELECT robot_id, name, hostname, environment, status, capabilities, tags, "
                          "metrics, max_concurrent_jobs FROM robots")
