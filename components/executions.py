@@ -150,6 +150,8 @@ def jobs_grid(grid_id: str) -> dag.AgGrid:
             "suppressCellFocus": False,
             "localeText": {"noRowsToShow": "No jobs match these filters."},
             "rowHeight": 34,
+            # Keyboard: Space on a focused row selects it, which opens the job (pages/executions.py).
+            "rowSelection": {"mode": "singleRow", "checkboxes": False, "enableClickSelection": False},
         },
         className="jobs-grid",
         style={"height": "620px", "width": "100%"},

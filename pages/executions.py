@@ -158,7 +158,7 @@ def layout(**query):
                 dbc.Button("Older ›", id="exec-next", size="sm", color="secondary", outline=True, disabled=True),
             ], className="exec-pager d-flex align-items-center gap-2 mt-2", role="navigation",
                 **{"aria-label": "Pages"}),
-            html.Div("Click a row to open the job.", className="small text-muted mt-1"),
+            html.Div("Click a row, or press Space on it, to open the job.", className="small text-muted mt-1"),
         ]), className="mb-3"),
     ], className="executions-page")
 
@@ -359,10 +359,15 @@ def load_options(_load, workflows, robot, environment, error_type):
 @callback(
     Output("exec-nav", "href"),
     Input("exec-grid", "cellClicked"),
+    Input("exec-grid", "selectedRows"),
     prevent_initial_call=True,
 )
-def open_job(cell):
-    job_id = jobs.parse_job_id((cell or {}).get("rowId"))
+def open_job(cell, selected):
+    """A click on a row, or Space on a focused row (which selects it), opens the job."""
+    if ctx.triggered_id and "selectedRows" in (ctx.triggered[0].get("prop_id") or ""):
+        job_id = jobs.parse_job_id((selected or [{}])[0].get("job_id")) if selected else None
+    else:
+        job_id = jobs.parse_job_id((cell or {}).get("rowId"))
     return job_link(job_id) if job_id else no_update
 
 
