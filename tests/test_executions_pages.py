@@ -154,3 +154,88 @@ def test_bad_links_paging_and_custom_range(dash_duo, start_app, engine):
     dash_duo.wait_for_contains_text("#job-content", "No such job")
     save_screenshot(dash_duo, "job-not-found")
     assert console_errors(dash_duo) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Builders (no browser): every kind of job renders, figures say why they are empty
+# ---------------------------------------------------------------------------------------------
+def _story(**over):
+    import pandas as pd
+
+    t0 = utcnow() - timedelta(minutes=5)
+    story = dict(
+        job_id="3f2b8c1e-5d4a-4c1b-9a7e-2f6d8b0c1a23", source="job_queue", workflow_id="wf-a", workflow_name="A",
+        status="completed", robot_id="robot-1", environment="production", priority=1, retry_count=1,
+        max_retries=3, created_at=t0, started_at=t0 + timedelta(seconds=3), claimed_at=t0 + timedelta(seconds=3),
+        completed_at=t0 + timedelta(seconds=10), visible_after=t0, error_message=None, error_type=None,
+        result={}, variables={"a": [1, {"b": None}]}, metadata={}, workflow_json_bytes=10, as_of=utcnow(),
+        queue_wait_ms=3000.0, duration_ms=7000.0, elapsed_ms=None, waiting_ms=None, lease_remaining_ms=None,
+        node_executions=[], steps_source=None, dbos=None, dlq=None, neighbours=pd.DataFrame(), comparison=None,
+    )
+    story.update(over)
+    return story
+
+
+def test_job_page_builders_cover_every_kind_of_job():
+    from dash import html
+
+    from components import executions as ex
+
+    now = utcnow()
+    dbos_steps = [
+        {"step": 1, "node_id": "fetch", "node_type": "DBOS step", "status": "completed", "started_at": None,
+         "completed_at": None, "duration_ms": None, "error": None, "output": '{"n": 1}', "timing": "none"},
+        {"step": 2, "node_id": "post", "node_type": "DBOS step", "status": "failed", "started_at": now,
+         "completed_at": now + timedelta(milliseconds=20), "duration_ms": 20.0, "error": "ValueError: x",
+         "output": None, "timing": "recorded"},
+    ]
+    stories = [
+        _story(),
+        _story(status="running", completed_at=None, duration_ms=None, elapsed_ms=60000.0,
+               visible_after=now + timedelta(minutes=1), lease_remaining_ms=60000.0),
+        _story(status="running", completed_at=None, duration_ms=None, elapsed_ms=60000.0,
+               visible_after=now - timedelta(minutes=1), lease_remaining_ms=-60000.0),
+        _story(status="pending", started_at=None, claimed_at=None, completed_at=None, duration_ms=None,
+               queue_wait_ms=None, waiting_ms=5000.0, robot_id=None),
+        _story(status="failed", error_message="TimeoutError: <b>portal</b>", error_type="TimeoutError",
+               node_executions=dbos_steps, steps_source="dbos.operation_outputs",
+               dbos={"workflow_status": "ERROR", "workflow_name": "a"},
+               dlq={"id": "x", "pending": True, "retry_count": 3, "error_details": {"k": 1}}),
+        _story(source="dlq", created_at=None, started_at=None, completed_at=None, status="failed",
+               error_message="ConnectionError", error_type="ConnectionError", max_retries=None, priority=None),
+    ]
+    for story in stories:
+        page = ex.job_page(story, "Europe/Paris", "light")
+        assert isinstance(page, html.Div)
+        ex.job_page(story, "UTC", "dark")
+    empty = ex.steps_figure([], None, "UTC")
+    assert empty.layout.annotations[0].text == "No steps recorded for this job"
+    untimed = ex.steps_figure(dbos_steps[:1], None, "UTC")
+    assert untimed.layout.annotations[0].text == "No step timings recorded for this job"
+    drawn = ex.steps_figure(dbos_steps, now, "Europe/Paris")
+    assert [y for t in drawn.data for y in t.y] == ["2. post (DBOS step)"]  # no time, no bar: listed in the table
+    assert "fetch" in str(ex.steps_table(dbos_steps, "UTC", show_output=True))
+    assert ex.timeline_figure(_story(created_at=None), "UTC").layout.annotations[0].text.startswith("No timestamps")
+
+
+def test_grid_rows_and_count_text():
+    import pandas as pd
+
+    from components import executions as ex
+    from data import jobs
+
+    t = pd.Timestamp("2025-07-01 10:00:00.5", tz="UTC")
+    frame = pd.DataFrame([{
+        "job_id": "3f2b8c1e-5d4a-4c1b-9a7e-2f6d8b0c1a23", "workflow_id": "wf", "workflow_name": "W", "robot_id": None,
+        "status": "failed", "priority": 3, "environment": "prod", "created_at": t, "started_at": t,
+        "completed_at": pd.NaT, "queue_wait_ms": 0.0, "duration_ms": float("nan"), "retry_count": 1,
+        "max_retries": 3, "error_type": "TimeoutError", "error_message": "x" * 400,
+    }], columns=jobs.JOB_COLUMNS)
+    row = ex.grid_rows(frame, "Europe/Paris")[0]
+    assert row["short_id"] == "3f2b8c1e" and row["status_label"] == "✕ failed"
+    assert row["created"] == "2025-07-01 12:00:00 UTC+0200"
+    assert row["finished"] == "—" and row["duration"] == "—" and row["retries"] == "1 / 3"
+    assert len(row["error_message"]) == 301
+    assert ex.count_text({"count": 1, "exact": True}) == "1 job"
+    assert ex.count_text({"count": None, "exact": False, "more_than": 10000, "estimate": 9_800_000}) == \
+        "more than 10,000 jobs (about 9.8 million)"
