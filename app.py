@@ -42,9 +42,11 @@ def create_server(settings: Settings) -> flask.Flask:
         start_simulator(engine, settings)
     from server.cli import register_cli
     from server.cli_admin import register_admin_cli
+    from server.export import register_export
 
     register_cli(server)
     register_admin_cli(server)
+    register_export(server)
     return server
 
 

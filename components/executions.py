@@ -607,3 +607,30 @@ __all__ = [
     "json_section", "error_panel", "comparison_view", "neighbours_table", "job_page", "status_text",
     "status_badge", "RANGE_OPTIONS", "SORT_OPTIONS", "COMMON_ERROR_TYPES",
 ]
+
+
+ACTION_HELP = {
+    "cancel": "Cancel this job? A pending job will not run; a running job is marked cancelled and the "
+              "robot's later result is not recorded.",
+    "retry": "Retry this job? A new pending job with the same workflow and variables is queued; this one "
+             "stays as it is.",
+}
+
+
+def job_actions(job: dict, can_act: bool) -> html.Div | None:
+    """Operator buttons for what this job's status allows (confirmed before they act)."""
+    if not can_act:
+        return None
+    possible = []
+    if job["status"] in ("pending", "running"):
+        possible.append(("cancel", "Cancel job", "danger"))
+    if job["status"] in ("failed", "cancelled") and not (job.get("metadata") or {}).get("retried_as"):
+        possible.append(("retry", "Retry job", "primary"))
+    if not possible:
+        return None
+    return html.Div([
+        dcc.ConfirmDialogProvider(
+            dbc.Button(label, color=color, outline=True, size="sm", className="me-2", id=f"job-{action}-button"),
+            id={"type": "job-action", "action": action}, message=ACTION_HELP[action])
+        for action, label, color in possible
+    ], className="job-actions mb-2")

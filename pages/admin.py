@@ -6,6 +6,7 @@ import dash_bootstrap_components as dbc
 from dash import ALL, Input, Output, State, callback, ctx, dcc, html, no_update
 
 from components import format as fmt
+from components.tables import data_table
 from data import actions, users
 from data.db import DatabaseUnavailable
 from data.timeutil import safe_tz
@@ -14,17 +15,6 @@ from server.state import current
 
 dash.register_page(__name__, path="/admin", name="Admin", title="Admin · Fleet Monitor", order=80,
                    required_role="admin")
-
-
-def _table(frame, columns: dict, tz: str, extra=None) -> html.Table:
-    """A plain table of `frame`'s columns (name -> heading); times in the viewer's zone."""
-    head = html.Thead(html.Tr([html.Th(h) for h in columns.values()] + ([html.Th("")] if extra else [])))
-    rows = []
-    for _, r in frame.iterrows():
-        cells = [html.Td(fmt.local_time(r[c], tz, "%Y-%m-%d %H:%M") if c.endswith("_at") or c == "at" else
-                         ("—" if fmt.is_missing(r[c]) else str(r[c]))) for c in columns]
-        rows.append(html.Tr(cells + ([html.Td(extra(r))] if extra else [])))
-    return html.Table([head, html.Tbody(rows)], className="table table-sm align-middle")
 
 
 def layout(**_query):
@@ -96,11 +86,11 @@ def manage(_create, _revoke, name, tz_name):
         return dbc.Alert(str(exc), color="warning"), no_update, no_update, no_update, no_update
     except DatabaseUnavailable as exc:
         return dbc.Alert(str(exc), color="danger"), no_update, no_update, no_update, no_update
-    token_table = _table(tokens, {"id": "Id", "name": "Name", "created_by": "Created by", "created_at": "Created",
+    token_table = data_table(tokens, {"id": "Id", "name": "Name", "created_by": "Created by", "created_at": "Created",
                                   "last_used_at": "Last used", "revoked_at": "Revoked"}, tz, _token_actions)
-    user_table = _table(user_frame, {"username": "User", "role": "Role", "enabled": "Enabled",
+    user_table = data_table(user_frame, {"username": "User", "role": "Role", "enabled": "Enabled",
                                      "last_login_at": "Last sign-in", "failed_attempts": "Failed attempts"}, tz)
-    audit_table = _table(audit, {"at": "Time", "username": "Who", "role": "Role", "action": "Action",
+    audit_table = data_table(audit, {"at": "Time", "username": "Who", "role": "Role", "action": "Action",
                                  "target_id": "Target", "before_status": "Before", "after_status": "After",
                                  "outcome": "Outcome", "client_addr": "Client"}, tz)
     return notice, token_table, user_table, audit_table, clear_name

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from data import fleet
 from data.schema import ensure_schema
-from tests.conftest import ROOT
+from tests.conftest import ROOT, api_token, create_test_users
 from tests.helpers import ago, insert_job
 
 OLD_ORCHESTRATOR_ROBOTS = """
@@ -86,9 +86,11 @@ def test_app_starts_without_heartbeat_table_and_with_uuid_ids(raw_engine, test_s
     from app import create_app
 
     app = create_app(test_settings)
+    create_test_users(app.server.extensions["fleet_monitor"].engine)
     client = app.server.test_client()
-    assert client.get("/").status_code == 200
-    assert client.get("/_dash-layout").status_code == 200
+    headers = {"Authorization": f"Bearer {api_token(client)}"}
+    assert client.get("/", headers=headers).status_code == 200
+    assert client.get("/_dash-layout", headers=headers).status_code == 200
 
 
 def test_unreachable_database_says_where_without_password():
