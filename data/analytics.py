@@ -586,6 +586,10 @@ def time_series(engine: Engine, f: AnalyticsFilters) -> pd.DataFrame:
     return frame
 
 
+# How far before the window queue_depth_series looks for jobs still waiting at its start.
+QUEUE_LOOKBACK = timedelta(days=7)
+
+
 def queue_depth_series(engine: Engine, f: AnalyticsFilters) -> pd.DataFrame:
     """Jobs waiting in the queue at the start of each bucket (the first point is the window
     start): ``bucket``, ``at`` (the instant measured), ``queue_depth``.
@@ -595,10 +599,12 @@ def queue_depth_series(engine: Engine, f: AnalyticsFilters) -> pd.DataFrame:
     waiting until now (a re-queued job's old ``started_at`` is ignored). It waits at instant t
     when ``created_at < t <= left``. The depth is the number waiting at the window start plus
     the running sum of arrivals minus departures per bucket, so no bucket × job join is needed.
-    With a robot filter only jobs later claimed by those robots are counted.
+    Jobs created before the window that left the queue after its start are looked for in the
+    7 days before it (``QUEUE_LOOKBACK``; still-pending jobs at any age), so the cost does not
+    grow with the history. With a robot filter only jobs later claimed by those robots count.
     """
     where, params = _scope(f, window=False)
-    params.update(start=f.start, end=f.end)
+    params.update(start=f.start, end=f.end, lookback=f.start - QUEUE_LOOKBACK)
     left = "CASE WHEN j.status = 'pending' THEN NULL ELSE coalesce(j.started_at, j.completed_at) END"
     sql = f"""
     WITH {_BUCKETS_CTE},
@@ -611,12 +617,9 @@ def queue_depth_series(engine: Engine, f: AnalyticsFilters) -> pd.DataFrame:
         SELECT j.created_at, NULL::timestamptz AS left_at FROM job_queue j
         WHERE j.status = 'pending' AND j.created_at < :start AND {where}
         UNION ALL
-        SELECT j.created_at, j.started_at FROM job_queue j
-        WHERE j.started_at >= :start AND j.created_at < :start AND j.status <> 'pending' AND {where}
-        UNION ALL
-        SELECT j.created_at, j.completed_at FROM job_queue j
-        WHERE j.started_at IS NULL AND j.completed_at >= :start AND j.created_at < :start
-          AND j.status <> 'pending' AND {where}
+        SELECT j.created_at, coalesce(j.started_at, j.completed_at) FROM job_queue j
+        WHERE j.created_at >= :lookback AND j.created_at < :start AND j.status <> 'pending'
+          AND coalesce(j.started_at, j.completed_at) >= :start AND {where}
     ),
     events AS (
         SELECT created_at AS t, 1 AS d FROM inside
