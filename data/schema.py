@@ -90,6 +90,22 @@ ORCHESTRATOR_TABLES = {
         )""",
 }
 
+# The orchestrator's own indexes, created with job_queue when we create the table (the demo, a
+# fresh database) so that our queries meet the same planner choices as on a real orchestrator.
+ORCHESTRATOR_INDEXES = [
+    "CREATE INDEX IF NOT EXISTS job_queue_claim_idx ON job_queue (status, visible_after, priority DESC, created_at) "
+    "WHERE status = 'pending'",
+    "CREATE INDEX IF NOT EXISTS job_queue_robot_status_idx ON job_queue (robot_id, status)",
+    "CREATE INDEX IF NOT EXISTS job_queue_env_status_idx ON job_queue (environment, status)",
+    "CREATE INDEX IF NOT EXISTS job_queue_workflow_status_idx ON job_queue (workflow_id, status)",
+    "CREATE INDEX IF NOT EXISTS job_queue_completed_idx ON job_queue (completed_at DESC) "
+    "WHERE status IN ('completed', 'failed')",
+]
+
+# Text search in error messages, where the server offers pg_trgm (the app never requires it).
+TRIGRAM_INDEX = ("CREATE INDEX CONCURRENTLY IF NOT EXISTS fm_job_error_trgm ON job_queue "
+                 "USING gin (error_message gin_trgm_ops)")
+
 # Indexes behind the hot queries. Named fm_* so they never collide with the orchestrator's.
 INDEXES = [
     ("job_queue", "fm_job_created", "(created_at, id)", ""),
@@ -182,6 +198,20 @@ def existing_tables(conn) -> set[str]:
     return {r[0] for r in rows}
 
 
+def _trigram_available(conn) -> bool:
+    """pg_trgm is installed, or offered and ours to install; False (and no error) otherwise."""
+    if conn.execute(sa.text("SELECT 1 FROM pg_extension WHERE extname = 'pg_trgm'")).first():
+        return True
+    if not conn.execute(sa.text("SELECT 1 FROM pg_available_extensions WHERE name = 'pg_trgm'")).first():
+        return False
+    try:
+        conn.execute(sa.text("CREATE EXTENSION IF NOT EXISTS pg_trgm"))
+        return True
+    except sa.exc.ProgrammingError as exc:  # not allowed to create extensions here
+        log.info("pg_trgm is offered but cannot be installed (%s); text search runs without it", exc.orig)
+        return False
+
+
 def ensure_schema(engine: Engine) -> list[str]:
     """Create what is missing; return a list of what was created (for the log)."""
     created: list[str] = []
@@ -197,6 +227,9 @@ def ensure_schema(engine: Engine) -> list[str]:
                     if name not in tables:
                         conn.execute(sa.text(ddl))
                         created.append(f"table {name}")
+                        if name == "job_queue":
+                            for index in ORCHESTRATOR_INDEXES:
+                                conn.execute(sa.text(index))
                 for ddl in APP_TABLES:
                     conn.execute(sa.text(ddl))
                 for table, name, columns, where in INDEXES:
@@ -206,6 +239,8 @@ def ensure_schema(engine: Engine) -> list[str]:
                             f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON {table} {columns} {where}"
                         )
                     )
+                if _trigram_available(conn):
+                    conn.execute(sa.text(TRIGRAM_INDEX))
             finally:
                 conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": _SCHEMA_LOCK_KEY})
     except _UNAVAILABLE as exc:

@@ -101,3 +101,14 @@ def test_unreachable_database_says_where_without_password():
     assert "127.0.0.1:1/orchestrator" in output
     assert "s3cr3t-pw" not in output
     assert "Traceback" not in output
+
+
+def test_trigram_index_exactly_where_the_server_offers_pg_trgm(engine):
+    with engine.connect() as c:
+        offered = c.execute(sa.text("SELECT 1 FROM pg_available_extensions WHERE name = 'pg_trgm'")).first()
+        index = c.execute(sa.text("SELECT 1 FROM pg_indexes WHERE indexname = 'fm_job_error_trgm'")).first()
+        orchestrators_own = c.execute(sa.text(
+            "SELECT count(*) FROM pg_indexes WHERE tablename = 'job_queue' AND indexname LIKE 'job_queue_%_idx'"
+        )).scalar_one()
+    assert bool(index) == bool(offered)
+    assert orchestrators_own == 5
