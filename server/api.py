@@ -502,6 +502,8 @@ class AnalyticsQuery(QueryModel):
         default_factory=list, max_length=3, description="Which finished jobs duration statistics cover; default completed,failed.")
     sla_success: float | None = Field(None, gt=0, le=100, description="Success-rate target in %, default 99.")
     p95_target: float | None = Field(None, gt=0, le=7 * 86400, description="P95 duration target in seconds, default 60.")
+    targets: Annotated[str, Field(min_length=1, max_length=2000)] | None = Field(
+        None, description="Per-workflow P95 targets in seconds: `wf-a:120,wf-b:30`.")
 
 
 class AppliedAnalyticsFilters(Out):
@@ -637,9 +639,13 @@ def _analytics_filters(query: AnalyticsQuery) -> analytics.AnalyticsFilters:
     raw: dict[str, Any] = {"range": query.range, "from": query.from_, "to": query.to, "bucket": query.bucket,
                            "tz": query.tz, "environment": query.environment, "workflow": ",".join(query.workflow),
                            "robot": ",".join(query.robot), "status": ",".join(query.status),
-                           "sla_success": query.sla_success, "p95_target": query.p95_target}
+                           "sla_success": query.sla_success, "p95_target": query.p95_target,
+                           "targets": query.targets}
     text = {k: (repr(v) if isinstance(v, float) else v) for k, v in raw.items() if v not in (None, "")}
-    filters, problems = analytics.parse_filters(text, default_tz="UTC")
+    # Per-workflow targets from settings, as the Analytics page reads them (settings_targets).
+    extra = getattr(current().settings, "extra", None) or {}
+    configured = extra.get("p95_targets") if isinstance(extra.get("p95_targets"), dict) else {}
+    filters, problems = analytics.parse_filters(text, default_tz="UTC", p95_targets=configured)
     if problems:
         raise ApiError(400, "invalid_parameter", " ".join(problems),
                        problems=[{"parameter": "filters", "problem": p} for p in problems])

@@ -324,6 +324,9 @@ def test_analytics_matches_analytics_functions(client, state):
     assert body["self_healing_success_rate"] == pytest.approx(0.5)
     assert body["filters"]["tz"] == "Europe/Berlin" and body["filters"]["range"] == "7d"
 
+    targeted = get(client, "/metrics/analytics?targets=wf-slow:30").get_json()
+    assert {e["workflow_id"]: e["p95_target_s"] for e in targeted["efficiency"]} == {"wf-slow": 30.0, "wf-fast": 60.0}
+
     bad = get(client, "/metrics/analytics?range=custom&from=2025-03-10&to=2025-03-01")
     assert bad.status_code == 400 and "not before" in bad.get_json()["error"]["message"]
 
