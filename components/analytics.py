@@ -101,6 +101,11 @@ def local_labels(series: pd.Series, tz: str, bucket: str) -> list[str]:
     return out
 
 
+def ink(theme=None) -> str:
+    """The theme's text colour, for marks that must read on light and dark backgrounds."""
+    return template(theme).layout.font.color or "#212529"
+
+
 def _layout(fig: go.Figure, theme, height: int, **kw) -> go.Figure:
     fig.update_layout(template=template(theme), height=height, **kw)
     return fig
@@ -226,7 +231,7 @@ def time_series_figure(series: pd.DataFrame, queue: pd.DataFrame | None, tz: str
             legendgroup="jobs"), row=1, col=1)
     fig.add_trace(go.Scatter(
         x=x, y=series["success_rate"] * 100, name="Success rate", mode="lines+markers",
-        line=dict(color="#332288", width=2), marker=dict(symbol="diamond", size=6), connectgaps=False,
+        line=dict(color=ink(theme), width=2), marker=dict(symbol="diamond", size=6), connectgaps=False,
         customdata=labels, hovertemplate="%{customdata}<br>success %{y:.2f} %<extra></extra>"),
         row=1, col=1, secondary_y=True)
     for p, dash_style, color in (("p50", "solid", "#0072B2"), ("p95", "dash", "#E69F00")):
@@ -425,7 +430,7 @@ def histogram_figure(hist: pd.DataFrame, percentiles: dict | None, log: bool, th
             continue
         x = v / 1000
         fig.add_trace(go.Scatter(x=[x, x], y=[0, top], mode="lines", showlegend=False, hoverinfo="skip",
-                                 line=dict(color="#332288", width=1.5, dash=dash_style)))
+                                 line=dict(color=ink(theme), width=1.5, dash=dash_style)))
         # Annotations on a log axis take log10 positions.
         fig.add_annotation(x=math.log10(x) if log and x > 0 else x, y=top, text=f"P{p} {ms_text(v)}", textangle=-90,
                            showarrow=False, font=dict(size=11), yanchor="top", xanchor="right")
@@ -453,7 +458,7 @@ def box_figure(box: pd.DataFrame, log: bool, theme: str | None = None) -> go.Fig
         lowerfence=part["lowerfence_ms"] / 1000, upperfence=part["upperfence_ms"] / 1000,
         orientation="h", name="Quartiles and whiskers (1.5 × IQR)", marker_color=NEUTRAL, fillcolor="rgba(0,114,178,.25)",
         boxpoints=False, hoverinfo="x"))
-    for p, symbol, color in ((90, "line-ns", "#E69F00"), (95, "diamond", "#D55E00"), (99, "x", "#332288")):
+    for p, symbol, color in ((90, "line-ns", "#E69F00"), (95, "diamond", "#D55E00"), (99, "x", ink(theme))):
         col = f"p{p}_ms"
         fig.add_trace(go.Scatter(
             y=names, x=part[col] / 1000, mode="markers", name=f"P{p}",
@@ -563,7 +568,7 @@ def sla_figure(sla: pd.DataFrame, theme: str | None = None, limit: int = 20) -> 
         hovertemplate="%{y}<br>success %{x:.2f} %<extra></extra>"), row=1, col=1)
     fig.add_trace(go.Scatter(
         y=names, x=part["success_target"] * 100, mode="markers", name="Target",
-        marker=dict(symbol="line-ns", size=22, line=dict(width=3, color="#212529")), customdata=part["workflow_id"],
+        marker=dict(symbol="line-ns", size=22, line=dict(width=3, color=ink(theme))), customdata=part["workflow_id"],
         hovertemplate="%{y}<br>target %{x:.2f} %<extra></extra>"), row=1, col=1)
     p_colors = [WORSE if b else BETTER for b in part["p95_breach"]]
     fig.add_trace(go.Bar(
@@ -573,7 +578,7 @@ def sla_figure(sla: pd.DataFrame, theme: str | None = None, limit: int = 20) -> 
         hovertemplate="%{y}<br>P95 %{x:.3f} s<extra></extra>"), row=1, col=2)
     fig.add_trace(go.Scatter(
         y=names, x=part["p95_target_ms"] / 1000, mode="markers", name="Target ", showlegend=False,
-        marker=dict(symbol="line-ns", size=22, line=dict(width=3, color="#212529")), customdata=part["workflow_id"],
+        marker=dict(symbol="line-ns", size=22, line=dict(width=3, color=ink(theme))), customdata=part["workflow_id"],
         hovertemplate="%{y}<br>target %{x:.3f} s<extra></extra>"), row=1, col=2)
     lo = min(90.0, float(np.nanmin(part["success_rate"] * 100)) - 2) if part["success_rate"].notna().any() else 0
     fig.update_xaxes(title_text="success %", range=[max(0.0, lo), 100.5], row=1, col=1)
@@ -644,7 +649,7 @@ def anomaly_figure(summary: pd.DataFrame, threshold: float, theme: str | None = 
         fig.add_trace(go.Scatter(
             y=names, x=part["latest"] * scale, mode="markers", name="Latest bucket (✕ = anomaly)",
             showlegend=col == 1, legendgroup="latest",
-            marker=dict(symbol=symbols, size=13, color=colors, line=dict(width=1, color="#212529")),
+            marker=dict(symbol=symbols, size=13, color=colors, line=dict(width=1, color=ink(theme))),
             customdata=np.column_stack([part["workflow_id"], [num_text(z, 1) for z in part["z"]], part["latest_jobs"]]),
             hovertemplate="%{y}<br>latest %{x:.3g} " + unit + " (z = %{customdata[1]}, %{customdata[2]} jobs)<extra></extra>"),
             row=1, col=col)
