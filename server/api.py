@@ -114,7 +114,7 @@ def fleet_metrics(query: FleetQuery):
     """Robot counts by live status, queue depth, running jobs, today's jobs and the last 24 hours'
     success rate and average duration: data.fleet.fleet_kpis, as on the overview page."""
     state = current()
-    kpis = fleet.fleet_kpis(state.engine, query.tz, state.settings.offline_after_seconds)
+    kpis = dict(fleet.fleet_kpis(state.engine, query.tz, state.settings.offline_after_seconds))
     kpis.pop("change_token", None)
     seconds = kpis.get("average_job_duration_seconds")
     kpis["average_job_duration_ms"] = None if seconds is None else float(seconds) * 1000.0
@@ -297,6 +297,7 @@ def robot_one(robot_id: str):
     (robot_job_counts) and its latest jobs (robot_latest_jobs)."""
     state = current()
     detail = robots.robot_detail(state.engine, robot_id, state.settings.offline_after_seconds)
+    detail = dict(detail) if detail is not None else None
     if detail is None:
         raise ApiError(404, "not_found", f"No robot with id {robot_id!r}.")
     end = datetime.now(timezone.utc)
