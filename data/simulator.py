@@ -21,7 +21,7 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from data.demo import HOUR_OF_DAY, LEASE_S, WORKFLOWS, WorkflowProfile, pick_workflow
+from data.demo import DAY_OF_WEEK, HOUR_OF_DAY, LEASE_S, WORKFLOWS, WorkflowProfile, pick_workflow
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ SILENT_AFTER_S = 600
 SPEEDUP = 5
 RUN_CLIP_S = (8, 180)
 UTILISATION = 0.25  # average share of robot slots busy, bursts aside
-BURST_EVERY_S = 120
+BURST_EVERY_S = 180
 DROP_EVERY_S = 300
 DROP_FOR_S = (120, 240)
 
@@ -91,8 +91,9 @@ def plan_job(profile: WorkflowProfile, started_at: datetime, rng: np.random.Gene
 
 
 def arrival_factor(now: datetime) -> float:
-    """Daily rhythm of arrivals, flattened so that nights still show some life."""
-    return max(0.4, HOUR_OF_DAY[now.hour] / max(HOUR_OF_DAY))
+    """The history's daily and weekly rhythm, floored so that nights and weekends still move."""
+    peak = max(HOUR_OF_DAY) * max(DAY_OF_WEEK)
+    return max(0.4, HOUR_OF_DAY[now.hour] * DAY_OF_WEEK[now.weekday()] / peak)
 
 
 _CLAIM_SQL = """
@@ -194,22 +195,21 @@ class Simulator:
         self._resign()
 
     def _run(self) -> None:
-        down = False
+        paused = False  # log once when pausing and once when resuming, never per retry
         while not self._stop.is_set():
             try:
                 self.step()
-                if down:
-                    log.info("simulator: database reachable again, resuming")
-                down = False
+                if paused:
+                    log.info("simulator: resuming")
+                paused = False
                 wait = self.tick_seconds
-            except sa.exc.SQLAlchemyError as exc:
-                if not down:
-                    log.warning("simulator paused, database unavailable: %s", _first_line(exc))
-                down = True
-                self._resign()
-                wait = DB_RETRY_S
-            except Exception:  # a bug must not kill the demo; log it once per pause
-                log.exception("simulator step failed; retrying in %s s", DB_RETRY_S)
+            except Exception as exc:  # the demo must outlive a lost database, and a bug too
+                if not paused:
+                    if isinstance(exc, sa.exc.SQLAlchemyError):
+                        log.warning("simulator paused, database unavailable: %s", _first_line(exc))
+                    else:
+                        log.exception("simulator paused by an unexpected error; retrying every %s s", DB_RETRY_S)
+                paused = True
                 self._resign()
                 wait = DB_RETRY_S
             self._stop.wait(wait)
@@ -364,9 +364,11 @@ class Simulator:
             for _ in range(int(self.rng.poisson(rate * dt))):
                 rows.append(self._job_row(pick_workflow(env, self.rng), env, now))
         if self.rng.random() < dt / BURST_EVERY_S:
-            env = list(envs)[int(self.rng.choice(len(envs), p=np.array(list(envs.values())) / sum(envs.values())))]
+            names = list(envs)
+            env = names[int(self.rng.choice(len(names), p=np.array([envs[n] for n in names]) / sum(envs.values())))]
             profile = pick_workflow(env, self.rng)
-            size = int(self.rng.integers(10, 2 * envs[env] + 11))
+            # A batch larger than the pool's free slots, so a backlog builds and then drains.
+            size = int(self.rng.integers(envs[env], 3 * envs[env] + 1)) + 5
             rows += [self._job_row(profile, env, now) for _ in range(size)]
         if rows:
             conn.execute(sa.text(_ENQUEUE_SQL), rows)

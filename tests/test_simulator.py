@@ -57,7 +57,7 @@ def test_the_fleet_moves(fleet):
     assert len(waiting) and len(running)
 
     sim = Simulator(engine, seed=7)
-    end = run(sim, t0, 240)
+    end = run(sim, t0, 600, every=3)
     sim.stop()
 
     jobs = read_frame(engine, "SELECT id, status, robot_id, environment, created_at, started_at, completed_at, "
@@ -79,7 +79,7 @@ def test_the_fleet_moves(fleet):
     assert completed.result.map(lambda r: len(r["node_executions"]) >= 2).all()
     # New jobs arrived, and some already ran to the end.
     new = jobs[jobs.created_at > t0]
-    assert len(new) > 10 and (new.status.isin(["completed", "failed"])).any()
+    assert len(new) > 5 and (new.status.isin(["completed", "failed"])).any()
     assert (jobs.started_at.dropna() >= jobs.created_at[jobs.started_at.notna()]).all()
     assert (jobs.completed_at.dropna() >= jobs.started_at[jobs.completed_at.notna()]).all()
 
@@ -94,7 +94,7 @@ def test_the_fleet_moves(fleet):
     assert set(beats.index).isdisjoint(frozen)
     live = after.drop(frozen)
     assert (live.last_heartbeat > t0).all() and (end - live.last_heartbeat < timedelta(minutes=5)).all()
-    assert beats.max() >= 30  # about every 5 s
+    assert beats.max() >= 80  # about every 5 s
 
     # Never more running jobs on a robot than its slots, never outside its pool.
     load = read_frame(engine, """
