@@ -16,7 +16,11 @@ from data.cache import init_cache
 from data.db import DatabaseUnavailable, check_connection, describe_url, make_engine, start_embedded
 from data.schema import ensure_schema
 from data.users import ensure_demo_users
+from server.api import register_api
 from server.auth import ConfigError, init_auth
+from server.health import register_health
+from server.logging_setup import configure_logging, init_request_id
+from server.metrics import register_metrics
 from server.state import EXTENSION_KEY, FleetState
 
 log = logging.getLogger("fleet_monitor")
@@ -32,6 +36,10 @@ def create_server(settings: Settings) -> flask.Flask:
     server.extensions[EXTENSION_KEY] = FleetState(settings=settings, engine=engine)
     init_auth(server, settings, engine)
     init_cache(server, settings.redis_url, settings.cache_ttl_seconds)
+    init_request_id(server)
+    register_metrics(server)
+    register_health(server)
+    register_api(server)
     if settings.embedded:
         from data.demo import ensure_demo_data
         from data.simulator import start_simulator
@@ -99,7 +107,7 @@ def __getattr__(name: str):
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging("INFO")
     settings = Settings.from_env()
     where = describe_url(settings.database_url) if settings.database_url else "the embedded demo database"
     log.info("starting Fleet Monitor on %s", where)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 PROJECT_DIR = Path(__file__).resolve().parent
@@ -23,6 +23,20 @@ def _bool(name: str, default: bool) -> bool:
     if raw in (None, ""):
         return default
     return raw.strip().lower() in ("1", "true", "yes", "on")
+
+
+def _targets(name: str) -> dict:
+    """`wf-a:120,wf-b:30` -> {"wf-a": 120.0, "wf-b": 30.0}."""
+    targets = {}
+    for item in filter(None, (part.strip() for part in os.environ.get(name, "").split(","))):
+        key, _, value = item.rpartition(":")
+        try:
+            targets[key] = float(value)
+        except ValueError:
+            raise SystemExit(f"Setting {name}: {item!r} is not workflow_id:seconds") from None
+        if not key or targets[key] <= 0:
+            raise SystemExit(f"Setting {name}: {item!r} is not workflow_id:seconds")
+    return targets
 
 
 @dataclass(frozen=True)
@@ -50,6 +64,8 @@ class Settings:
     # Live data is shared between screens and workers for this long (Redis when REDIS_URL is set).
     cache_ttl_seconds: int = 2
     redis_url: str = ""
+    # Per-workflow P95 targets in seconds (efficiency score and SLA); others use the default 60 s.
+    p95_targets: dict = field(default_factory=dict)
 
     @property
     def embedded(self) -> bool:
@@ -74,6 +90,7 @@ class Settings:
             metrics_token=os.environ.get("FLEET_METRICS_TOKEN", ""),
             cache_ttl_seconds=_int("FLEET_CACHE_TTL_SECONDS", 2),
             redis_url=os.environ.get("REDIS_URL", ""),
+            p95_targets=_targets("FLEET_P95_TARGETS"),
         )
         values.update(overrides)
         return cls(**values)

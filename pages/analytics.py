@@ -46,10 +46,8 @@ RANGE_LABELS = {"24h": "24 h", "7d": "7 days", "30d": "30 days", "90d": "90 days
 # ---------------------------------------------------------------------------------------------
 
 def settings_targets(settings) -> dict:
-    """Per-workflow P95 targets (seconds) from settings: ``Settings.extra["p95_targets"]``."""
-    extra = getattr(settings, "extra", None) or {}
-    targets = extra.get("p95_targets") or {}
-    return dict(targets) if isinstance(targets, dict) else {}
+    """Per-workflow P95 targets (seconds) from settings (FLEET_P95_TARGETS)."""
+    return dict(settings.p95_targets)
 
 
 def controls_query(range_, from_, to, bucket, tz_choice, environment, workflows, robots, statuses,

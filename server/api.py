@@ -643,10 +643,8 @@ def _analytics_filters(query: AnalyticsQuery) -> analytics.AnalyticsFilters:
                            "sla_success": query.sla_success, "p95_target": query.p95_target,
                            "targets": query.targets}
     text = {k: (repr(v) if isinstance(v, float) else v) for k, v in raw.items() if v not in (None, "")}
-    # Per-workflow targets from settings, as the Analytics page reads them (settings_targets).
-    extra = getattr(current().settings, "extra", None) or {}
-    configured = extra.get("p95_targets") if isinstance(extra.get("p95_targets"), dict) else {}
-    filters, problems = analytics.parse_filters(text, default_tz="UTC", p95_targets=configured)
+    # Per-workflow targets from settings, as the Analytics page reads them.
+    filters, problems = analytics.parse_filters(text, default_tz="UTC", p95_targets=dict(current().settings.p95_targets))
     if problems:
         raise ApiError(400, "invalid_parameter", " ".join(problems),
                        problems=[{"parameter": "filters", "problem": p} for p in problems])

@@ -38,7 +38,7 @@ DISPLAY_REFRESH_LIFETIME = timedelta(days=30)
 # Reachable without an identity: static files and the routes that create one.
 PUBLIC_PREFIXES = ("/assets/", "/_dash-component-suites/")
 PUBLIC_PATHS = {"/login", "/auth/refresh", "/api/v1/auth/login", "/api/v1/auth/refresh", "/_favicon.ico",
-                "/health", "/ready", "/favicon.ico"}
+                "/health", "/ready", "/favicon.ico", "/api/v1/openapi.json", "/api/v1/docs"}
 # Answered with JSON (never a redirect to the sign-in page).
 JSON_PREFIXES = ("/_dash", "/_reload-hash", "/api/", "/auth/", "/metrics")
 
@@ -178,7 +178,7 @@ def _display_token_login():
 
 def guard():
     path = request.path
-    if _is_public(path):
+    if _is_public(path) or request.method == "OPTIONS":  # a CORS preflight carries no credentials
         return None
     if metrics_token_ok(path):
         return None

@@ -24,7 +24,6 @@ from schemathesis.specs.openapi.checks import (
 from server.api import api
 from tests.conftest import api_token
 from tests.helpers import ago, insert_job, insert_robot
-from tests.test_api import wire
 
 # SCHEMATHESIS_THOROUGH=1: many more examples and the coverage phase (boundary values, wrong
 # methods): about two minutes instead of half of one.
@@ -38,7 +37,6 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 def api_app(app_client):
     """The real app on a database with a few rows, and an admin's bearer token."""
     server = app_client.application
-    wire(server)
     engine = server.extensions["fleet_monitor"].engine
     with engine.begin() as c:
         insert_robot(c, "robot-1", status="busy", last_heartbeat=ago(seconds=3), capabilities=["browser"],

@@ -22,22 +22,6 @@ from tests.helpers import ago, insert_robot
 STARTUP_SECONDS = 90
 
 
-def app_target(tmp_path: Path) -> tuple[str, list[str]]:
-    """`app:server` once app.py mounts the API and metrics itself; until then a module that
-    builds the same app and mounts them (what app.py's create_server is to call)."""
-    source = (ROOT / "app.py").read_text()
-    if "register_api" in source and "register_metrics" in source:
-        return "app:server", []
-    (tmp_path / "wired_app.py").write_text(
-        "from app import _build_or_exit\n"
-        "from tests.test_api import wire\n"
-        "_app = _build_or_exit()\n"
-        "wire(_app.server)\n"
-        "server = _app.server\n"
-    )
-    return "wired_app:server", ["--pythonpath", f"{tmp_path},{ROOT}"]
-
-
 def wait_until_healthy(base: str, proc: subprocess.Popen, log: Path) -> None:
     deadline = time.monotonic() + STARTUP_SECONDS
     while time.monotonic() < deadline:
@@ -79,14 +63,13 @@ def gunicorn(engine, db_url, tmp_path):
     port = free_port()
     metrics_dir = tmp_path / "prometheus"
     metrics_dir.mkdir()
-    target, extra = app_target(tmp_path)
     env = {**os.environ, "DATABASE_URL": db_url, "FLEET_JWT_SECRET": TEST_JWT_SECRET, "FLEET_SIMULATOR": "0",
            "FLEET_BIND": f"127.0.0.1:{port}", "FLEET_WORKERS": "2", "FLEET_THREADS": "2",
            "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), "FLEET_LOG_LEVEL": "info"}
     env.pop("FLEET_METRICS_TOKEN", None)
     out, err = tmp_path / "access.log", tmp_path / "error.log"
     with open(out, "w") as stdout, open(err, "w") as stderr:
-        proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), *extra, target],
+        proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "app:server"],
                                 cwd=ROOT, env=env, stdout=stdout, stderr=stderr)
     base = f"http://127.0.0.1:{port}"
     try:

@@ -19,12 +19,11 @@ from config import PROJECT_DIR
 from data.monitoring import DURATION_BUCKETS_S
 from tests.conftest import create_test_users
 from tests.helpers import ago, insert_job, insert_robot, utcnow
-from tests.test_api import bearer, clear_shared_cache, wire
+from tests.test_api import bearer, clear_shared_cache
 
 
 @pytest.fixture
 def client(app_client):
-    wire(app_client.application)
     collector = app_client.application.extensions["fleet_metrics"]
     collector.cache_seconds = 0  # read the database at every scrape
     collector.run_totals_lag_s = 0  # count jobs finished up to the scrape
@@ -196,7 +195,6 @@ def test_metrics_token(test_settings):
 
     app = create_app(dataclasses.replace(test_settings, metrics_token="prom-secret"))
     server = app.server
-    wire(server)
     create_test_users(server.extensions["fleet_monitor"].engine)
     client = server.test_client()
     assert client.get("/metrics").status_code == 401
