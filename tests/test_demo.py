@@ -9,6 +9,7 @@ import os
 import threading
 import time
 import uuid
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
@@ -28,9 +29,9 @@ from data.schema import ensure_schema
 JOBS, ROBOTS = 20_000, 40
 
 
-@pytest.fixture(scope="module")
-def demo(pg_admin_url):
-    """(engine, stats, now) for one generated data set shared by this module's tests."""
+@contextmanager
+def fresh_database(pg_admin_url):
+    """An engine on a new database with the tables created (the `engine` fixture, any scope)."""
     name = "fm_demo_" + uuid.uuid4().hex[:10]
     admin = sa.create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
@@ -38,14 +39,21 @@ def demo(pg_admin_url):
     engine = make_engine(make_url(pg_admin_url).set(database=name).render_as_string(hide_password=False))
     try:
         ensure_schema(engine)
-        now = datetime.now(timezone.utc).replace(microsecond=0)
-        stats = generate_demo(engine, jobs=JOBS, robots=ROBOTS, now=now)
-        yield engine, stats, now
+        yield engine
     finally:
         engine.dispose()
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture(scope="module")
+def demo(pg_admin_url):
+    """(engine, stats, now) for one generated data set shared by this module's tests."""
+    with fresh_database(pg_admin_url) as engine:
+        now = datetime.now(timezone.utc).replace(microsecond=0)
+        stats = generate_demo(engine, jobs=JOBS, robots=ROBOTS, now=now)
+        yield engine, stats, now
 
 
 def frame(demo, sql, **params) -> pd.DataFrame:
@@ -332,6 +340,20 @@ def test_refuses_a_database_with_data(demo):
     with pytest.raises(DatabaseNotEmpty):
         generate_demo(demo[0], jobs=100, robots=10)
     assert read_row(demo[0], "SELECT count(*) AS n FROM job_queue")["n"] == JOBS
+
+
+def test_same_seed_same_data(engine, pg_admin_url):
+    now = datetime(2026, 3, 4, 10, 30, tzinfo=timezone.utc)
+    jobs_sql = """SELECT md5(string_agg(concat_ws('|', workflow_id, status, robot_id, created_at, started_at,
+                      completed_at, error_message, result::text, retry_count, metadata::text), ','
+                      ORDER BY created_at, workflow_id)) AS h FROM job_queue"""
+    beats_sql = """SELECT md5(string_agg(concat_ws('|', robot_id, "timestamp", status, current_jobs,
+                       metrics::text), ',' ORDER BY robot_id, "timestamp")) AS h FROM robot_heartbeats"""
+    generate_demo(engine, jobs=3_000, robots=8, days=10, now=now)
+    with fresh_database(pg_admin_url) as other:
+        generate_demo(other, jobs=3_000, robots=8, days=10, now=now)
+        for sql in (jobs_sql, beats_sql):
+            assert read_row(engine, sql) == read_row(other, sql)
 
 
 # -- ensure_demo_data --------------------------------------------------------------------------
