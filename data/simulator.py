@@ -29,6 +29,8 @@ LOCK_KEY = 0x466C6D53
 LEADER_RETRY_S = 5
 DB_RETRY_S = 5
 HEARTBEAT_EVERY_S = 5
+HEARTBEAT_RETENTION_DAYS = 3
+PRUNE_EVERY_S = 600
 POLL_EVERY_S = 2
 FLEET_RELOAD_S = 60
 # A robot whose heartbeat lags the fleet's freshest by more than this has gone silent: leave it.
@@ -172,6 +174,7 @@ class Simulator:
         self._fleet_loaded_at: datetime | None = None
         self._plans: dict[str, Plan] = {}
         self._last_step: datetime | None = None
+        self._pruned_at: datetime | None = None
         self._mean_run_s = self._estimate_mean_run()
         self.totals = {"enqueued": 0, "claimed": 0, "finished": 0, "heartbeats": 0}
 
@@ -277,10 +280,19 @@ class Simulator:
             claimed = self._claim(conn, now, changed)
             self._drop_robot(now, dt)
             beats = self._heartbeats(conn, now, changed)
+            self._prune(conn, now)
         done = {"finished": finished, "enqueued": enqueued, "claimed": claimed, "heartbeats": beats}
         for key, n in done.items():
             self.totals[key] += n
         return {"leader": True, **done}
+
+    def _prune(self, conn: Connection, now: datetime) -> None:
+        """Keep the demo's heartbeat history bounded (the simulator writes ~800k rows a day)."""
+        if self._pruned_at and (now - self._pruned_at).total_seconds() < PRUNE_EVERY_S:
+            return
+        self._pruned_at = now
+        conn.execute(sa.text('DELETE FROM robot_heartbeats WHERE "timestamp" < :cutoff'),
+                     {"cutoff": now - timedelta(days=HEARTBEAT_RETENTION_DAYS)})
 
     def _load_fleet(self, conn: Connection, now: datetime) -> None:
         """(Re)read the robots; ones in maintenance or long silent are left as they are."""

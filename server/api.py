@@ -519,9 +519,8 @@ class AppliedAnalyticsFilters(Out):
     statuses: list[str]
 
 
-class WorkflowDurations(Out):
-    workflow_id: str
-    workflow_name: str | None
+class DurationStats(Out):
+    """Counts, rates and duration / queue-wait statistics of a set of jobs (fleet or one workflow)."""
     total_jobs: int
     completed_jobs: int
     failed_jobs: int
@@ -539,6 +538,11 @@ class WorkflowDurations(Out):
     p90_queue_wait_ms: float | None
     p95_queue_wait_ms: float | None
     p99_queue_wait_ms: float | None
+
+
+class WorkflowDurations(DurationStats):
+    workflow_id: str
+    workflow_name: str | None
 
 
 class SlowWorkflow(Out):
@@ -607,26 +611,9 @@ class TimePoint(Out):
     p95_duration_ms: float | None
 
 
-class AnalyticsResponse(Out):
+class AnalyticsResponse(DurationStats):
     filters: AppliedAnalyticsFilters
     covers: str = Field(description="Which jobs the duration figures cover.")
-    total_jobs: int
-    completed_jobs: int
-    failed_jobs: int
-    cancelled_jobs: int
-    success_rate: float | None
-    failure_rate: float | None
-    timed_jobs: int
-    average_duration_ms: float | None
-    p50_duration_ms: float | None
-    p90_duration_ms: float | None
-    p95_duration_ms: float | None
-    p99_duration_ms: float | None
-    average_queue_wait_ms: float | None
-    p50_queue_wait_ms: float | None
-    p90_queue_wait_ms: float | None
-    p95_queue_wait_ms: float | None
-    p99_queue_wait_ms: float | None
     self_healing_success_rate: float | None
     slowest_workflows: list[SlowWorkflow] = Field(description="The 10 workflows with the longest average duration.")
     workflows: list[WorkflowDurations]

@@ -140,3 +140,31 @@ def test_requeue_dead_letter_entry(engine):
                                    {"id": entry}).scalar_one()
     assert tuple(job) == ("pending", "wf-x", {"a": 1}) and reprocessed_by == "otto"
     assert actions.requeue_dead_letter(engine, entry, OLGA).outcome == "refused"
+
+
+def test_cancel_racing_a_robots_completion(engine):
+    """Whichever locks the row first wins; a cancel that was accepted is never overwritten."""
+    from data.simulator import _FINISH_SQL
+
+    def robot_finishes(job_id):
+        with engine.begin() as c:
+            return c.execute(sa.text(_FINISH_SQL), {"id": job_id, "robot_id": "r1", "now": ago(seconds=0),
+                                                    "status": "completed", "error": None, "result": "{}",
+                                                    "metadata": "{}"}).rowcount
+
+    with engine.begin() as c:
+        first = insert_job(c, status="running", robot_id="r1", created_at=ago(minutes=2), started_at=ago(minutes=1))
+        raced = insert_job(c, status="running", robot_id="r1", created_at=ago(minutes=2), started_at=ago(minutes=1))
+    # Cancel first: the robot's later completion changes nothing.
+    assert actions.cancel_job(engine, first, OTTO).outcome == "done"
+    assert robot_finishes(first) == 0
+    assert status_of(engine, first) == "cancelled"
+    # At the same moment: exactly one of them acts, and an accepted cancel stands.
+    results = _race(engine, raced, [lambda: actions.cancel_job(engine, raced, OTTO, expected_status="running"),
+                                    lambda: robot_finishes(raced)])
+    cancel = next(r for r in results if isinstance(r, actions.ActionResult))
+    finished = next(r for r in results if isinstance(r, int))
+    if cancel.outcome == "done":
+        assert finished == 0 and status_of(engine, raced) == "cancelled"
+    else:
+        assert finished == 1 and status_of(engine, raced) == "completed"
