@@ -1,4 +1,4 @@
-"""Flask CLI commands (`flask --app app fleet ...`, or `python -m server.cli ...`).
+"""Fleet CLI commands (`python -m server.cli ...`, or `flask --app app:server fleet ...`).
 
 The commands find their own database (--database-url, else DATABASE_URL, else the embedded
 server) and never need the web app's application context.

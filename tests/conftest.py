@@ -206,7 +206,9 @@ def choose_option(dash_duo, selector: str, search: str, option_text: str) -> Non
     from selenium.webdriver.support.ui import WebDriverWait
 
     dash_duo.find_element(selector).click()
-    dash_duo.driver.switch_to.active_element.send_keys(search)
+    box = dash_duo.wait_for_element(".dash-dropdown-content input.dash-dropdown-search")
+    box.clear()
+    box.send_keys(search)
 
     def matching(driver):
         for option in driver.find_elements(By.CSS_SELECTOR, ".dash-dropdown-options .dash-dropdown-option"):
