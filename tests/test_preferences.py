@@ -63,3 +63,21 @@ def test_time_zone_choice_changes_times_and_axes(dash_duo, start_app, engine):
     dash_duo.driver.refresh()  # remembered per browser
     dash_duo.wait_for_contains_text("#overview-queue", "time (America/New_York)", timeout=15)
     assert console_errors(dash_duo) == []
+
+
+def test_screenshots_of_key_pages_in_both_themes(dash_duo, start_app, engine):
+    """Saved as artifacts (tests/artifacts/) for a person to look at; the display is always dark."""
+    seed(engine)
+    start_app()
+    for theme in ("light", "dark"):
+        dash_duo.driver.execute_script(
+            f"localStorage.setItem('theme', JSON.stringify('{theme}'));"
+            f"document.cookie = 'fleet_theme={theme}; path=/';")
+        for path, ready in (("/", "#overview-queue .main-svg"), ("/analytics", "#analytics-ts-fig .main-svg"),
+                            ("/display", "#display-queue .main-svg")):
+            dash_duo.driver.get(dash_duo.server_url + path)
+            dash_duo.wait_for_element(ready, timeout=20)
+            if path != "/display":
+                assert theme_of(dash_duo) == theme
+            save_screenshot(dash_duo, f"theme-{theme}-{path.strip('/') or 'overview'}")
+    assert console_errors(dash_duo) == []
