@@ -12,6 +12,12 @@ from data.cache import shared_cache
 from data.db import json_number, read_frame, read_row
 from data.status import live_status_sql
 
+# Window bounds written inline (not in a CTE) so the planner sees their values and picks the
+# time indexes; :tz, :step and :hours are bound parameters.
+TODAY_START = "(date_trunc('day', now() AT TIME ZONE :tz) AT TIME ZONE :tz)"
+WINDOW_START = ("date_bin(make_interval(mins => :step), now() - make_interval(hours => :hours), "
+                "timestamptz '2000-01-03')")
+
 # Running jobs per robot; robot ids are compared as text (they may be uuid or varchar).
 _RUNNING_BY_ROBOT = """
     SELECT robot_id, count(*) AS running,
@@ -53,11 +59,7 @@ def fleet_kpis(engine: Engine, tz: str, offline_after_s: int) -> dict:
     whenever a job is created, started or finished, so a refresh can skip heavier queries.
     """
     sql = f"""
-    WITH bounds AS (
-        SELECT date_trunc('day', now() AT TIME ZONE :tz) AT TIME ZONE :tz AS today_start,
-               now() - interval '24 hours' AS day_ago
-    ),
-    running AS ({_RUNNING_BY_ROBOT}),
+    WITH running AS ({_RUNNING_BY_ROBOT}),
     robots_live AS (
         SELECT {live_status_sql("r", "coalesce(j.running, 0)")} AS status
         FROM robots r LEFT JOIN running j ON j.robot_id = r.robot_id::text
@@ -80,22 +82,21 @@ def fleet_kpis(engine: Engine, tz: str, offline_after_s: int) -> dict:
     finished_today AS (
         SELECT count(*) FILTER (WHERE status = 'completed') AS completed_today,
                count(*) FILTER (WHERE status = 'failed') AS failed_today
-        FROM job_queue, bounds
-        WHERE completed_at >= bounds.today_start AND status IN ('completed', 'failed')
+        FROM job_queue
+        WHERE completed_at >= {TODAY_START} AND status IN ('completed', 'failed')
     ),
     last_day AS (
         SELECT count(*) FILTER (WHERE status = 'completed') AS completed_24h,
                count(*) FILTER (WHERE status = 'failed') AS failed_24h,
                avg(extract(epoch FROM completed_at - started_at))
                    FILTER (WHERE started_at IS NOT NULL) AS avg_duration_s
-        FROM job_queue, bounds
-        WHERE completed_at >= bounds.day_ago AND status IN ('completed', 'failed')
+        FROM job_queue
+        WHERE completed_at >= now() - interval '24 hours' AND status IN ('completed', 'failed')
     )
     SELECT rc.*, a.queue_depth, a.running_jobs,
            extract(epoch FROM now() - a.oldest_pending)::float8 AS oldest_pending_age_s,
            ft.completed_today, ft.failed_today,
-           (SELECT count(*) FROM job_queue, bounds WHERE created_at >= bounds.today_start)
-               AS total_jobs_today,
+           (SELECT count(*) FROM job_queue WHERE created_at >= {TODAY_START}) AS total_jobs_today,
            ld.completed_24h, ld.failed_24h, ld.avg_duration_s::float8 AS avg_duration_s,
            (SELECT max(created_at) FROM job_queue) AS last_created,
            (SELECT max(started_at) FROM job_queue WHERE started_at IS NOT NULL) AS last_started,
@@ -137,24 +138,19 @@ def queue_depth_series(engine: Engine, hours: int = 6, step_minutes: int = 5) ->
     Only jobs that were still waiting at the window start can matter; they are the pending ones
     plus those started or finished inside the window, all reachable by index.
     """
-    sql = """
+    sql = f"""
     WITH edges AS (
-        SELECT generate_series(
-                   date_bin(make_interval(mins => :step), now() - make_interval(hours => :hours),
-                            timestamptz '2000-01-03'),
-                   now(), make_interval(mins => :step)) AS t
+        SELECT generate_series({WINDOW_START}, now(), make_interval(mins => :step)) AS t
         UNION ALL SELECT now()
     ),
-    start AS (SELECT min(t) AS t0 FROM edges),
     candidates AS (
         SELECT created_at, coalesce(started_at, completed_at) AS left_at
         FROM job_queue WHERE status = 'pending'
         UNION ALL
-        SELECT created_at, started_at FROM job_queue, start
-        WHERE started_at >= start.t0
+        SELECT created_at, started_at FROM job_queue WHERE started_at >= {WINDOW_START}
         UNION ALL
-        SELECT created_at, completed_at FROM job_queue, start
-        WHERE completed_at >= start.t0 AND started_at IS NULL AND status <> 'pending'
+        SELECT created_at, completed_at FROM job_queue
+        WHERE completed_at >= {WINDOW_START} AND started_at IS NULL AND status <> 'pending'
     )
     SELECT e.t AS ts, count(c.created_at) AS queue_depth
     FROM edges e LEFT JOIN candidates c
@@ -167,19 +163,16 @@ def queue_depth_series(engine: Engine, hours: int = 6, step_minutes: int = 5) ->
 @shared_cache
 def throughput_series(engine: Engine, hours: int = 6, step_minutes: int = 15) -> pd.DataFrame:
     """Jobs completed and failed per step over the last hours, by completed_at."""
-    sql = """
+    sql = f"""
     WITH edges AS (
-        SELECT generate_series(
-                   date_bin(make_interval(mins => :step), now() - make_interval(hours => :hours),
-                            timestamptz '2000-01-03'),
-                   now(), make_interval(mins => :step)) AS t
+        SELECT generate_series({WINDOW_START}, now(), make_interval(mins => :step)) AS t
     ),
     finished AS (
         SELECT date_bin(make_interval(mins => :step), completed_at, timestamptz '2000-01-03') AS t,
                count(*) FILTER (WHERE status = 'completed') AS completed,
                count(*) FILTER (WHERE status = 'failed') AS failed
         FROM job_queue
-        WHERE completed_at >= (SELECT min(t) FROM edges) AND status IN ('completed', 'failed')
+        WHERE completed_at >= {WINDOW_START} AND status IN ('completed', 'failed')
         GROUP BY 1
     )
     SELECT e.t AS ts, coalesce(f.completed, 0) AS completed, coalesce(f.failed, 0) AS failed
