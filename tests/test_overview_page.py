@@ -4,7 +4,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from tests.conftest import console_errors, save_screenshot
-from tests.helpers import ago, insert_job, insert_robot
+from tests.helpers import ago, insert_heartbeat, insert_job, insert_robot
 
 
 def tile(dash_duo, label: str) -> str:
@@ -38,6 +38,8 @@ def test_overview_shows_kpis_and_follows_changes(dash_duo, start_app, engine):
 
     # The robot comes back and a job is enqueued: the next refresh shows it, without a reload.
     with engine.begin() as c:
+        # A heartbeat, as the orchestrator records it: the history row and the robot's own row.
+        insert_heartbeat(c, "robot-c", ago(seconds=0))
         c.execute(sa.text("UPDATE robots SET last_heartbeat = now() WHERE robot_id = 'robot-c'"))
         insert_job(c, status="pending", workflow_name="Payroll Run", created_at=ago(seconds=1))
     dash_duo.wait_for_text_to_equal("[aria-label='Robots online'] .kpi-value", "3 / 3", timeout=15)
