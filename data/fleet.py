@@ -131,7 +131,7 @@ def fleet_kpis(engine: Engine, tz: str, offline_after_s: int) -> dict:
 
 
 @shared_cache
-def queue_depth_series(engine: Engine, hours: int = 6, step_minutes: int = 5) -> pd.DataFrame:
+def queue_depth_series(engine: Engine, hours: int = 6, step_minutes: int = 5, version: str = "") -> pd.DataFrame:
     """Jobs waiting (created, not yet started or cancelled) at each step over the last hours.
 
     A job is waiting at instant t when created_at <= t < coalesce(started_at, completed_at).
@@ -161,7 +161,7 @@ def queue_depth_series(engine: Engine, hours: int = 6, step_minutes: int = 5) ->
 
 
 @shared_cache
-def throughput_series(engine: Engine, hours: int = 6, step_minutes: int = 15) -> pd.DataFrame:
+def throughput_series(engine: Engine, hours: int = 6, step_minutes: int = 15, version: str = "") -> pd.DataFrame:
     """Jobs completed and failed per step over the last hours, by completed_at."""
     sql = f"""
     WITH edges AS (
@@ -182,8 +182,11 @@ def throughput_series(engine: Engine, hours: int = 6, step_minutes: int = 15) ->
 
 
 @shared_cache
-def recent_job_changes(engine: Engine, limit: int = 15) -> pd.DataFrame:
-    """The latest job status changes (created, started, finished), newest first."""
+def recent_job_changes(engine: Engine, limit: int = 15, version: str = "") -> pd.DataFrame:
+    """The latest job status changes (created, started, finished), newest first.
+
+    `version` (here and in the series above) is the caller's fleet_kpis change token: the SQL
+    ignores it, but the shared cache keys on it, so a new token never gets an older answer."""
     sql = """
     SELECT * FROM (
         (SELECT id::text AS job_id, workflow_name, robot_id, 'queued' AS change, status,

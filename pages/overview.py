@@ -79,9 +79,10 @@ def refresh(_n, tz_name, state):
             or time.time() - state.get("heavy_at", 0) > HEAVY_REFRESH_SECONDS
         )
         if heavy_due:
-            queue = queue_figure(fleet.queue_depth_series(app.engine), tz)
-            throughput = throughput_figure(fleet.throughput_series(app.engine), tz)
-            feed = job_feed(fleet.recent_job_changes(app.engine), tz)
+            version = kpis["change_token"]
+            queue = queue_figure(fleet.queue_depth_series(app.engine, version=version), tz)
+            throughput = throughput_figure(fleet.throughput_series(app.engine, version=version), tz)
+            feed = job_feed(fleet.recent_job_changes(app.engine, version=version), tz)
             new_state = {"token": kpis["change_token"], "tz": tz, "heavy_at": time.time()}
         else:
             queue = throughput = feed = no_update

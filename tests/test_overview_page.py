@@ -55,9 +55,9 @@ def test_overview_keeps_last_data_while_database_is_away(dash_duo, start_app, en
     dash_duo.wait_for_text_to_equal("[aria-label='Robots online'] .kpi-value", "1 / 1", timeout=15)
 
     database_outage(False)
-    dash_duo.wait_for_contains_text("#overview-alert", "Database unreachable", timeout=20)
+    dash_duo.wait_for_contains_text("#overview-alert", "Database unreachable", timeout=30)
     assert tile(dash_duo, "Robots online") == "1 / 1"  # the last good data stays on screen
 
     database_outage(True)
-    dash_duo.wait_for_no_elements("#overview-alert", timeout=20)
+    dash_duo.wait_for_no_elements("#overview-alert", timeout=30)
     dash_duo.wait_for_contains_text("#overview-updated", "Last updated")
