@@ -22,6 +22,7 @@ import pandas as pd
 from dash import ALL, Input, Output, State, callback, ctx, dcc, html, no_update
 
 from components import analytics as ac
+from components.loading import loading
 from components.links import executions_link
 from components.theme import empty_figure
 from data import analytics as an
@@ -155,7 +156,7 @@ def _graph(graph_id: str, filename: str, height: int = 320) -> dcc.Graph:
 
 
 def _loading(*children) -> dcc.Loading:
-    return dcc.Loading(list(children), type="dot", delay_show=400, overlay_style={"visibility": "visible", "opacity": .55})
+    return loading(*children)
 
 
 def _msg(section: str) -> html.Div:

@@ -15,6 +15,7 @@ from dash import Input, Output, State, callback, ctx, dcc, html, no_update
 
 from components import executions as ex
 from components.links import job_link
+from components.loading import loading
 from data import jobs
 from data.db import DatabaseUnavailable
 from data.timeutil import safe_tz
@@ -147,7 +148,7 @@ def layout(**query):
         dbc.Alert(id="exec-alert", color="danger", is_open=False),
         dbc.Card(dbc.CardBody(controls), className="mb-3"),
         dbc.Card([dbc.CardHeader("Summary of this view"),
-                  dbc.CardBody(dcc.Loading(html.Div(id="exec-summary"), type="dot", delay_show=400))],
+                  dbc.CardBody(loading(html.Div(id="exec-summary")))],
                  className="mb-3"),
         dbc.Card(dbc.CardBody([
             ex.jobs_grid("exec-grid"),

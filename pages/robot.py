@@ -9,6 +9,7 @@ import dash
 import dash_bootstrap_components as dbc
 from dash import Input, Output, State, callback, clientside_callback, dcc, html, no_update
 
+from components.loading import loading
 from components.shell import refresh_control
 from components.robots import (
     error_table, heatmap_figure, job_counts, latest_jobs_table, metrics_figure, no_such_robot, robot_header,
@@ -70,12 +71,12 @@ def layout(robot_id=None, **query):
                            labelCheckedClassName="active",
                            options=[{"label": RANGE_LABELS[k], "value": k} for k in RANGES]),
         ], className="d-flex align-items-center mb-3"),
-        _card("Status timeline", dcc.Loading(dcc.Graph(id="robot-timeline", style={"height": "170px"}, **GRAPH))),
-        _card("CPU, memory and disk", dcc.Loading(dcc.Graph(id="robot-metrics", style={"height": "280px"}, **GRAPH))),
+        _card("Status timeline", loading(dcc.Graph(id="robot-timeline", style={"height": "170px"}, **GRAPH))),
+        _card("CPU, memory and disk", loading(dcc.Graph(id="robot-metrics", style={"height": "280px"}, **GRAPH))),
         dbc.Row([
-            dbc.Col(_card("Utilization per hour", dcc.Loading(dcc.Graph(id="robot-utilization",
+            dbc.Col(_card("Utilization per hour", loading(dcc.Graph(id="robot-utilization",
                                                                         style={"height": "260px"}, **GRAPH))), lg=7),
-            dbc.Col(_card("Utilization by hour of the week", dcc.Loading(dcc.Graph(
+            dbc.Col(_card("Utilization by hour of the week", loading(dcc.Graph(
                 id="robot-heatmap", style={"height": "260px"}, **GRAPH))), lg=5),
         ]),
         html.P(["Utilization: the share of the robot's job slots (max concurrent jobs) in use, from its jobs' "
