@@ -176,8 +176,17 @@ def _display_token_login():
     return _with_session_cookies(redirect(target), access, refresh)
 
 
+def _has_nul() -> bool:
+    """A NUL character anywhere in the request: PostgreSQL text cannot hold it, so refuse it early."""
+    if "\x00" in request.path or any("\x00" in k or "\x00" in v for k, v in request.args.items(multi=True)):
+        return True
+    return request.is_json and "\\u0000" in request.get_data(as_text=True, cache=True)
+
+
 def guard():
     path = request.path
+    if _has_nul():
+        return error_response(400, "invalid_character", "The request contains a NUL character; remove it.")
     if _is_public(path) or request.method == "OPTIONS":  # a CORS preflight carries no credentials
         return None
     if metrics_token_ok(path):

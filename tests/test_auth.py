@@ -177,3 +177,14 @@ def test_browser_login_logout(dash_duo, start_app):
     dash_duo.wait_for_element("#login-submit")
     assert "next=%2Frobots" in dash_duo.driver.current_url
     assert console_errors(dash_duo) == []
+
+
+def test_nul_characters_are_refused_before_anything_reads_them(app_client):
+    headers = bearer(api_token(app_client, "viewer"))
+    for path in ("/api/v1/metrics/jobs?q=a%00b", "/api/v1/metrics/robots/r%00x", "/robots/r%00x", "/executions?q=%00"):
+        response = app_client.get(path, headers=headers)
+        assert response.status_code == 400, path
+        assert response.get_json()["error"]["code"] == "invalid_character"
+    body = app_client.post("/_dash-update-component", data='{"inputs": "\\u0000"}',
+                           content_type="application/json", headers=headers)
+    assert body.status_code == 400
