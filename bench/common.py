@@ -1,0 +1,178 @@
+"""What the harness shares: the benchmark PostgreSQL server, database names and sizes, metadata.
+
+The benchmark databases live in their own embedded PostgreSQL under bench/data/pg (gitignored),
+apart from the demo's .pgdata, so building ten million jobs never touches the demo or the tests.
+The server outlives the harness process, so a build is reused by later runs.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine, make_url
+
+from data.db import sqlalchemy_url
+from data.schema import APP_SCHEMA
+
+log = logging.getLogger("bench")
+
+BENCH_DIR = Path(__file__).resolve().parent
+DATA_DIR = BENCH_DIR / "data"
+PG_DIR = DATA_DIR / "pg"
+RESULTS = BENCH_DIR / "RESULTS.md"
+
+# The fleet every benchmark database has (issue 9: "1,000 robots").
+ROBOTS = 1000
+DAYS = 90
+SEED = 42
+META_KEY = "bench"
+
+# Server settings of the benchmark PostgreSQL (applied with ALTER SYSTEM; restart when changed).
+# Sized for a 2-core machine with ~8 GB or more of RAM; recorded in RESULTS.md. The build
+# benefits from maintenance_work_mem and the large WAL; queries from shared_buffers/work_mem.
+SERVER_SETTINGS = {
+    "shared_buffers": "2GB",
+    "effective_cache_size": "8GB",
+    "work_mem": "32MB",
+    "maintenance_work_mem": "1GB",
+    "max_parallel_maintenance_workers": "2",
+    "max_wal_size": "4GB",
+    "checkpoint_timeout": "30min",
+    "random_page_cost": "1.1",
+    "effective_io_concurrency": "200",
+    "max_connections": "200",
+    "jit": "off",
+}
+# The settings that only take effect on a restart.
+_RESTART = {"shared_buffers", "max_connections"}
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmM]?)\s*$")
+
+
+def parse_size(text: str) -> int:
+    """'1m' -> 1,000,000 jobs, '200k' -> 200,000, '5000' -> 5,000."""
+    m = _SIZE_RE.match(str(text))
+    if not m:
+        raise ValueError(f"not a size: {text!r} (use e.g. 20k, 1m, 10m)")
+    factor = {"": 1, "k": 1_000, "m": 1_000_000}[m.group(2).lower()]
+    return int(round(float(m.group(1)) * factor))
+
+
+def size_label(jobs: int) -> str:
+    """1,000,000 -> '1m', 200,000 -> '200k'."""
+    if jobs % 1_000_000 == 0:
+        return f"{jobs // 1_000_000}m"
+    if jobs % 1_000 == 0:
+        return f"{jobs // 1_000}k"
+    return str(jobs)
+
+
+def parse_sizes(text: str) -> list[int]:
+    sizes = [parse_size(s) for s in str(text).split(",") if s.strip()]
+    if not sizes:
+        raise ValueError("no sizes given")
+    return sizes
+
+
+def db_name(jobs: int) -> str:
+    return f"bench_{size_label(jobs)}"
+
+
+def _server_handle(pg_dir: Path):
+    import pgserver
+
+    pg_dir.mkdir(parents=True, exist_ok=True)
+    # cleanup_mode=None: the server keeps running after this process, so builds are reused.
+    return pgserver.get_server(pg_dir, cleanup_mode=None)
+
+
+def _auto_conf(pg_dir: Path) -> dict[str, str]:
+    path = pg_dir / "postgresql.auto.conf"
+    found: dict[str, str] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            m = re.match(r"^\s*(\w+)\s*=\s*'?(.*?)'?\s*$", line)
+            if m and not line.lstrip().startswith("#"):
+                found[m.group(1)] = m.group(2)
+    return found
+
+
+def start_server(pg_dir: Path = PG_DIR) -> str:
+    """Start (or reuse) the benchmark PostgreSQL with SERVER_SETTINGS; return its admin URL."""
+    server = _server_handle(pg_dir)
+    url = sqlalchemy_url(server.get_uri())
+    wanted = {k: v for k, v in SERVER_SETTINGS.items() if _auto_conf(pg_dir).get(k) != v}
+    if wanted:
+        admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            for name, value in wanted.items():
+                conn.execute(sa.text(f"ALTER SYSTEM SET {name} = '{value}'"))
+            conn.execute(sa.text("SELECT pg_reload_conf()"))
+        admin.dispose()
+        if _RESTART & set(wanted):
+            log.info("restarting the benchmark server to apply %s", ", ".join(sorted(_RESTART & set(wanted))))
+            server = _restart(server, pg_dir)
+            url = sqlalchemy_url(server.get_uri())
+    return url
+
+
+def _restart(server, pg_dir: Path):
+    import pgserver
+    from pgserver._commands import pg_ctl
+    from pgserver.postgres_server import PostgresServer
+
+    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user)
+    PostgresServer._instances.pop(server.pgdata, None)
+    time.sleep(0.5)
+    return pgserver.get_server(pg_dir, cleanup_mode=None)
+
+
+def database_url(admin_url: str, name: str) -> str:
+    return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+
+
+def database_exists(admin_url: str, name: str) -> bool:
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            return bool(conn.execute(sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).scalar())
+    finally:
+        admin.dispose()
+
+
+def read_meta(engine: Engine, key: str = META_KEY) -> dict | None:
+    """The harness's record of a benchmark database (fleet_monitor.meta), or None."""
+    try:
+        with engine.connect() as conn:
+            value = conn.execute(sa.text(f"SELECT value FROM {APP_SCHEMA}.meta WHERE key = :k"), {"k": key}).scalar()
+    except sa.exc.ProgrammingError:
+        return None
+    if isinstance(value, str):
+        value = json.loads(value)
+    return value
+
+
+def write_meta(engine: Engine, value: dict, key: str = META_KEY) -> None:
+    with engine.begin() as conn:
+        conn.execute(sa.text(
+            f"INSERT INTO {APP_SCHEMA}.meta (key, value, updated_at) VALUES (:k, CAST(:v AS jsonb), now()) "
+            "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = EXCLUDED.updated_at"),
+            {"k": key, "v": json.dumps(value, default=str)})
+
+
+def server_facts(engine: Engine) -> dict:
+    """PostgreSQL version and the settings that matter to the figures."""
+    names = list(SERVER_SETTINGS) + ["max_parallel_workers_per_gather", "server_version"]
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT name, current_setting(name) AS value FROM pg_settings "
+                                    "WHERE name = ANY(:n)"), {"n": names}).all()
+        version = conn.execute(sa.text("SELECT version()")).scalar()
+        trgm = conn.execute(sa.text("SELECT count(*) FROM pg_available_extensions WHERE name = 'pg_trgm'")).scalar()
+    facts = {r.name: r.value for r in rows}
+    facts["version"] = version
+    facts["pg_trgm_available"] = bool(trgm)
+    return facts
