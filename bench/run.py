@@ -375,15 +375,15 @@ def plan(ctx: Context) -> list[Group]:
     views = [
         ("all jobs", {}),
         ("status=failed", {"status": "failed"}),
-        (f"workflow={ctx.workflow}", {"workflow": ctx.workflow}),
-        (f"robot={ctx.robot}", {"robot": ctx.robot}),
-        (f"environment={ctx.environment}", {"environment": ctx.environment}),
+        ("workflow=W", {"workflow": ctx.workflow}),
+        ("robot=R", {"robot": ctx.robot}),
+        ("environment=E", {"environment": ctx.environment}),
         ("range=24h", {"range": "24h"}),
         ("range=7d", {"range": "7d"}),
         ("custom 30 days, 2 months back", {"range": "custom", "from": start.isoformat(),
                                            "to": (start + timedelta(days=30)).isoformat()}),
-        (f"error_type={ctx.error_type}", {"error_type": ctx.error_type}),
-        ("workflow + status=failed + range=30d", {"workflow": ctx.workflow, "status": "failed", "range": "30d"}),
+        ("error_type=T", {"error_type": ctx.error_type}),
+        ("workflow=W + status=failed + range=30d", {"workflow": ctx.workflow, "status": "failed", "range": "30d"}),
     ]
     history: list[Case] = []
     summaries: list[Case] = []
@@ -395,9 +395,10 @@ def plan(ctx: Context) -> list[Group]:
                             naive=P(naive.job_page, filters=filters, tz=tz, page=1), target="history"))
         cursor, page = deep_cursor(ctx, filters, "-created", DEEP_PAGE)
         if cursor:
-            history.append(Case(f"list_jobs · {label} · page {page:,}", _qualified(jobs.list_jobs),
+            history.append(Case(f"list_jobs · {label} · deep page", _qualified(jobs.list_jobs),
                                 _call(jobs.list_jobs, e, filters, tz, after=cursor), raw=raw.job_page(filters, tz, page),
-                                naive=P(naive.job_page, filters=filters, tz=tz, page=page), target="history"))
+                                naive=P(naive.job_page, filters=filters, tz=tz, page=page), target="history",
+                                note=f"p. {page:,}"))
         summaries.append(Case(f"count_jobs · {label}", _qualified(jobs.count_jobs), _call(jobs.count_jobs, e, filters, tz),
                               raw=raw.job_count(filters, tz), naive=P(naive.job_count, filters=filters, tz=tz)))
         summaries.append(Case(f"job_summary · {label}", _qualified(jobs.job_summary),
@@ -410,14 +411,15 @@ def plan(ctx: Context) -> list[Group]:
                         naive=P(naive.job_page, filters=no_filter, tz=tz, page=1, sort="-duration"), target="history"))
     cursor, page = deep_cursor(ctx, no_filter, "-duration", DEEP_PAGE)
     if cursor:
-        history.append(Case(f"list_jobs · all jobs, longest first · page {page:,}", _qualified(jobs.list_jobs),
+        history.append(Case("list_jobs · all jobs, longest first · deep page", _qualified(jobs.list_jobs),
                             _call(jobs.list_jobs, e, no_filter, tz, sort="-duration", after=cursor),
                             raw=raw.job_page(no_filter, tz, page, sort="-duration"),
                             naive=P(naive.job_page, filters=no_filter, tz=tz, page=page, sort="-duration"),
-                            target="history"))
+                            target="history", note=f"p. {page:,}"))
     groups.append(Group("Job history pages", cases=history, total=False, naive_page=False,
                         note=f"Page size {PAGE_SIZE}, newest first unless stated; a deep page is page "
-                             f"{DEEP_PAGE:,} or the last page of a smaller set, opened by its keyset cursor."))
+                             f"{DEEP_PAGE:,} or the last page of a smaller set (the page reached is given per "
+                             "size), opened by its keyset cursor. W, R, E, T: see Data."))
 
     searches = []
     for label, query in [(f"q={ctx.q_common!r}", {"q": ctx.q_common}), (f"q={ctx.q_rare!r}", {"q": ctx.q_rare}),
@@ -512,7 +514,7 @@ def plan(ctx: Context) -> list[Group]:
         Case("robot_latest_jobs", _qualified(rb.robot_latest_jobs), _call(rb.robot_latest_jobs, e, rid)),
     ]
     robot_cases[0].naive = P(naive.robot_page, robot_id=rid, start=r0, end=r1, tz=tz, offline_after=off)
-    groups.append(Group(f"Robot page (7 days, {rid})", target="robot_page", cases=robot_cases, naive_page=False,
+    groups.append(Group("Robot page (7 days, robot R)", target="robot_page", cases=robot_cases, naive_page=False,
                         note="Naive: the robot's heartbeats and jobs of the window loaded and every chart computed "
                              "in pandas (shown on the first row)."))
 
@@ -852,6 +854,11 @@ def render(results: list[dict], command: str, discovered: dict[str, list[str]], 
                      f"{r['counts']['heartbeats_24h']:,} | {r['counts']['db_bytes'] / 1024**3:.1f} GB | {built or '—'} | "
                      f"{(str(round(meta['build_seconds'])) + ' s') if meta.get('build_seconds') else '—'} | "
                      f"{age.total_seconds() / 3600:.1f} h |")
+    lines += ["", "| size | W: workflow (busiest) | R: robot (busiest) | E: environment (smallest) | "
+              "T: error type (most common) | job for the job page |", "|---|---|---|---|---|---|"]
+    for r in results:
+        c = r["ctx"]
+        lines.append(f"| {r['label']} | {c.workflow} | {c.robot} | {c.environment} | {c.error_type} | {c.job_id} |")
     lines += ["", "Generated by `data.demo.generate_demo` (90 days, the demo's workflow mix, failures, retries and "
               "incidents) for 1,000 robots; the largest database also has 24 h of heartbeats every 10 s "
               "(`bench/heartbeats.py`). Indexes: the app's (`data.schema.INDEXES`) and the orchestrator's own. "
@@ -899,11 +906,15 @@ def render(results: list[dict], command: str, discovered: dict[str, list[str]], 
         if len(labels) > 1:
             head.append("growth")
         lines += ["| " + " | ".join(head) + " |", "|---" + "|---:" * (len(head) - 1) + "|"]
-        for ci, case in enumerate(group.cases):
-            row = [case.label + ("" if case.in_total or not group.total else " *(not in total)*")]
+        labels_seen = list(dict.fromkeys(c.label for g in per_size if g for c in g.cases))
+        for label in labels_seen:
+            matches = [next((c for c in g.cases if c.label == label), None) if g else None for g in per_size]
+            case = next(c for c in matches if c is not None)
+            notes = [f"{lab}: {c.note}" for lab, c in zip(labels, matches) if c is not None and c.note]
+            row = [label + (f" ({' · '.join(notes)})" if notes else "")
+                   + ("" if case.in_total or not group.total else " *(not in total)*")]
             ours_values = []
-            for g in per_size:
-                c = g.cases[ci] if g is not None and ci < len(g.cases) else None
+            for c in matches:
                 if c is None:
                     row += ["—"] * 5
                     ours_values.append(None)
