@@ -34,6 +34,10 @@ def layout(**query):
     options, problems = parse_display_options(query)
     settings = current().settings
     panels = [p for p in options.panels if p != "tiles"]
+
+    def shown(name: str) -> bool:
+        # Rotating: only the first panel until the browser's first tick takes over.
+        return name in panels and (not options.rotate_seconds or name == panels[0])
     return html.Div([
         html.Header([
             html.Div([html.Span("◉", className="brand-mark", **{"aria-hidden": "true"}), " Fleet Monitor"],
@@ -46,11 +50,11 @@ def layout(**query):
         html.Div(" ".join(problems), className="d-problems") if problems else None,
         html.Div(id="display-tiles", className="d-tiles" if "tiles" in options.panels else "d-none"),
         html.Div([
-            _panel("robots", html.Div(id="display-robots"), "robots" in panels),
+            _panel("robots", html.Div(id="display-robots"), shown("robots")),
             _panel("queue", dcc.Graph(id="display-queue", config={"displayModeBar": False, "responsive": True},
-                                      style={"height": "100%"}), "queue" in panels),
-            _panel("failures", html.Div(id="display-failures"), "failures" in panels),
-            _panel("sla", html.Div(id="display-sla"), "sla" in panels),
+                                      style={"height": "100%"}), shown("queue")),
+            _panel("failures", html.Div(id="display-failures"), shown("failures")),
+            _panel("sla", html.Div(id="display-sla"), shown("sla")),
         ], className=f"d-panels d-count-{len(panels)}" + (" d-rotating" if options.rotate_seconds else "")),
         dcc.Interval(id="display-interval", interval=settings.refresh_interval_ms),
         dcc.Interval(id="display-tick", interval=1000),

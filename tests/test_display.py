@@ -79,8 +79,10 @@ def test_rotation_moves_between_panels(dash_duo, start_app, small_fleet):
     start_app(path="/display?rotate=2&panels=tiles,robots,queue")
 
     def visible():
-        return [p for p in ("robots", "queue", "failures", "sla")
-                if "d-none" not in dash_duo.find_element(f"#display-panel-{p}").get_attribute("class")]
+        # One read of all panels at once, so a rotation between two reads cannot mislead the test.
+        return dash_duo.driver.execute_script(
+            "return ['robots', 'queue', 'failures', 'sla'].filter(function (p) {"
+            " return !document.getElementById('display-panel-' + p).classList.contains('d-none'); });")
 
     dash_duo.wait_for_element("#display-tiles .d-tile", timeout=15)
     seen = set()
