@@ -14,6 +14,7 @@ import flask
 from config import PROJECT_DIR, Settings
 from data.cache import init_cache
 from data.db import DatabaseUnavailable, check_connection, describe_url, make_engine, start_embedded
+from data.rollups import start_maintenance
 from data.schema import ensure_schema
 from data.users import ensure_demo_users
 from server.api import register_api
@@ -48,6 +49,7 @@ def create_server(settings: Settings) -> flask.Flask:
         for username, password, role in ensure_demo_users(engine):
             log.warning("demo user %-8s password %-14s (%s)", username, password, role)
         start_simulator(engine, settings)
+    start_maintenance(engine, settings.rollup_interval_seconds)
     from server.cli import register_cli
     from server.cli_admin import register_admin_cli
     from server.export import register_export

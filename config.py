@@ -64,6 +64,9 @@ class Settings:
     # Live data is shared between screens and workers for this long (Redis when REDIS_URL is set).
     cache_ttl_seconds: int = 2
     redis_url: str = ""
+    # How often the background maintenance brings the analytics rollups up to date (0: never;
+    # long analytics windows then read the raw job rows).
+    rollup_interval_seconds: int = 60
     # Per-workflow P95 targets in seconds (efficiency score and SLA); others use the default 60 s.
     p95_targets: dict = field(default_factory=dict)
 
@@ -90,6 +93,7 @@ class Settings:
             metrics_token=os.environ.get("FLEET_METRICS_TOKEN", ""),
             cache_ttl_seconds=_int("FLEET_CACHE_TTL_SECONDS", 2),
             redis_url=os.environ.get("REDIS_URL", ""),
+            rollup_interval_seconds=_int("FLEET_ROLLUP_INTERVAL_SECONDS", 60),
             p95_targets=_targets("FLEET_P95_TARGETS"),
         )
         values.update(overrides)

@@ -33,6 +33,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from data.db import _UNAVAILABLE, _translate
+from data import rollups
 from data.errors import error_type_sql
 from data.timeutil import is_valid_tz, safe_tz
 
@@ -444,6 +445,17 @@ def _scope(f: AnalyticsFilters, *, window: bool = True) -> tuple[str, dict]:
     return (" AND ".join(clauses) or "TRUE"), params
 
 
+def _rollup_plan(engine: Engine, f: AnalyticsFilters, bucketed: bool) -> rollups.WindowPlan | None:
+    """How the rollups answer this window, or None when the exact query should (data.rollups)."""
+    return rollups.usable_plan(engine, f.start, f.end, f.tz, f.bucket if bucketed else None, f.robots)
+
+
+def _rolled():
+    from data import analytics_rollup  # it imports this module
+
+    return analytics_rollup
+
+
 def _pvals(values, n: int = 4) -> list:
     """percentile_cont(ARRAY[...]) result as a list of floats (None when no rows)."""
     if values is None or (isinstance(values, float) and math.isnan(values)):
@@ -474,6 +486,10 @@ def duration_percentiles(engine: Engine, f: AnalyticsFilters) -> dict:
     ``average_queue_wait_ms`` and ``p50_queue_wait_ms`` … ``p99_queue_wait_ms`` (same jobs).
     One scan: ``GROUPING SETS`` computes fleet and per-workflow figures together.
     """
+    plan = _rollup_plan(engine, f, bucketed=False)
+    if plan is not None:
+        return _rolled().duration_percentiles(engine, f, plan)
+
     where, params = _scope(f)
     sql = f"""
     SELECT grouping(j.workflow_id) = 1 AS is_fleet, j.workflow_id, max(j.workflow_name) AS workflow_name,
@@ -554,6 +570,10 @@ def time_series(engine: Engine, f: AnalyticsFilters) -> pd.DataFrame:
     ``completed``, ``failed``, ``cancelled``, ``success_rate``, ``timed_jobs``,
     ``p50_duration_ms``, ``p95_duration_ms``. Jobs are counted in the bucket of their
     ``created_at``; ``attrs["covers"]`` says which jobs the durations cover."""
+    plan = _rollup_plan(engine, f, bucketed=True)
+    if plan is not None:
+        return _rolled().time_series(engine, f, plan)
+
     where, params = _scope(f)
     sql = f"""
     WITH {_BUCKETS_CTE},
@@ -661,6 +681,9 @@ def weekly_throughput(engine: Engine, f: AnalyticsFilters, now: datetime | None 
     that mean), ``success_rate_this_week``, ``success_rate_last_week``, ``p95_this_week_ms``,
     ``p95_last_week_ms`` (durations of ``f.statuses`` jobs). Changes are None when the base is 0.
     """
+    rolled = _rolled().weekly_throughput(engine, f, now or datetime.now(timezone.utc))
+    if rolled is not None:
+        return rolled
     where, params = _scope(f, window=False)
     params["now"] = now.astimezone(timezone.utc) if now else None
     sql = f"""
@@ -747,6 +770,10 @@ def workflow_stats(engine: Engine, f: AnalyticsFilters, limit: int = 500) -> pd.
     ``healing_attempts`` and ``healing_successes`` (sums of metadata over executions),
     ``self_healing_success_rate``, ``error_types`` (distinct classified error types among failed
     jobs). The raw material of the efficiency score and the SLA report."""
+    plan = _rollup_plan(engine, f, bucketed=False)
+    if plan is not None:
+        return _rolled().workflow_stats(engine, f, plan, limit)
+
     where, params = _scope(f)
     params["limit"] = limit
     sql = f"""
@@ -924,6 +951,10 @@ def duration_histogram(engine: Engine, f: AnalyticsFilters, bins: int = 40, log:
     bin appears (an empty one once, with status None and 0 jobs). With ``log`` (default
     ``f.log_scale``) the bins are equal in log(duration) and durations below 1 ms count as 1 ms.
     The last bin includes the maximum. No rows when no job is timed."""
+    plan = _rollup_plan(engine, f, bucketed=False)
+    if plan is not None:
+        return _rolled().duration_histogram(engine, f, plan, bins, log)
+
     log = f.log_scale if log is None else log
     where, params = _scope(f)
     params["bins"] = int(bins)
@@ -954,6 +985,10 @@ def duration_box_stats(engine: Engine, f: AnalyticsFilters, limit: int = 25) -> 
     ``timed_jobs``, ``min_ms``, ``q1_ms``, ``median_ms``, ``q3_ms``, ``p90_ms``, ``p95_ms``,
     ``p99_ms``, ``max_ms``, ``lowerfence_ms``/``upperfence_ms`` (Tukey: the most extreme
     durations within 1.5 × IQR of the quartiles)."""
+    plan = _rollup_plan(engine, f, bucketed=False)
+    if plan is not None:
+        return _rolled().duration_box_stats(engine, f, plan, limit)
+
     where, params = _scope(f)
     params["limit"] = limit
     sql = f"""
@@ -991,6 +1026,10 @@ def errors_over_time(engine: Engine, f: AnalyticsFilters) -> pd.DataFrame:
     """Failed jobs per bucket and error type (the orchestrator's classification; a failure
     without a message counts as UnknownError): ``bucket``, ``error_type``, ``failures``.
     Only non-empty (bucket, type) pairs are returned."""
+    plan = _rollup_plan(engine, f, bucketed=True)
+    if plan is not None:
+        return _rolled().errors_over_time(engine, f, plan)
+
     where, params = _scope(f)
     sql = f"""
     SELECT date_trunc(:bucket, j.created_at, :tz) AS bucket, {ERROR_TYPE} AS error_type, count(*) AS failures
@@ -1003,6 +1042,10 @@ def errors_over_time(engine: Engine, f: AnalyticsFilters) -> pd.DataFrame:
 def errors_by_workflow(engine: Engine, f: AnalyticsFilters) -> pd.DataFrame:
     """Failed jobs per workflow and error type: ``workflow_id``, ``workflow_name``,
     ``error_type``, ``failures``, busiest first."""
+    plan = _rollup_plan(engine, f, bucketed=False)
+    if plan is not None:
+        return _rolled().errors_by_workflow(engine, f, plan)
+
     where, params = _scope(f)
     sql = f"""
     SELECT j.workflow_id, max(j.workflow_name) AS workflow_name, {ERROR_TYPE} AS error_type, count(*) AS failures
@@ -1045,6 +1088,14 @@ MAD_TO_SIGMA = 1.4826
 # bucket if larger; P95 (compared in log space): ln(1.1), i.e. a 10 % change.
 FAILURE_RATE_SCALE_FLOOR = 0.05
 LOG_P95_SCALE_FLOOR = math.log(1.1)
+
+
+def _local_add(t: datetime, delta: timedelta, tz: str) -> datetime:
+    """t + delta in wall-clock terms of ``tz`` for whole days (PostgreSQL's date_add with a zone)."""
+    if delta % timedelta(days=1):
+        return t + delta
+    local = t.astimezone(ZoneInfo(tz))
+    return datetime.combine(local.date() + delta, local.time(), tzinfo=ZoneInfo(tz)).astimezone(timezone.utc)
 
 
 def robust_z(value: float | None, median: float | None, mad: float | None, floor: float) -> float | None:
@@ -1144,7 +1195,13 @@ def anomalies(
     FROM rated r CROSS JOIN b LEFT JOIN med USING (workflow_id) LEFT JOIN mad USING (workflow_id)
     ORDER BY r.workflow_id, r.bucket
     """
-    frame = read_frame(engine, sql, params)
+    bounds = read_frame(engine, "SELECT date_trunc(:bucket, CAST(:end AS timestamptz), :tz) AS stop", params)
+    stop = bounds["stop"].iloc[0].to_pydatetime()
+    step = BUCKET_STEP[f.bucket]
+    frame = _rolled().anomaly_series(engine, f, _local_add(stop, step * -(baseline_buckets + 1), f.tz), stop,
+                                     _local_add(stop, -step, f.tz), min_jobs)
+    if frame is None:
+        frame = read_frame(engine, sql, params)
     latest_bucket = frame["latest_bucket"].iloc[0] if not frame.empty else None
     series = frame[["workflow_id", "workflow_name", "bucket", "finished", "failed", "timed_jobs",
                     "failure_rate", "p95_duration_ms", "is_latest"]].copy()

@@ -97,9 +97,10 @@ def engine(raw_engine):
 
 @pytest.fixture
 def test_settings(db_url):
-    """Settings for an app on the test database: no demo data, no simulator, fast refresh."""
+    """Settings for an app on the test database: no demo data, no simulator, no rollup
+    maintenance (tests that need the rollups refresh them), fast refresh."""
     return Settings.from_env(database_url=db_url, simulator=False, refresh_interval_ms=1000,
-                             jwt_secret=TEST_JWT_SECRET)
+                             jwt_secret=TEST_JWT_SECRET, rollup_interval_seconds=0)
 
 
 def free_port() -> int:

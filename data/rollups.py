@@ -1,0 +1,570 @@
+"""Hourly and daily rollups of the job history, kept in the app's own schema.
+
+Long analytics windows (a month, a quarter) would otherwise read millions of job rows for every
+chart. The rollup keeps, per UTC hour (and per UTC day) × workflow × environment × status:
+
+- ``jobs`` (created in that hour), ``timed`` (both timestamps present), sums of run duration
+  and queue wait (ms), sums of the self-healing counts;
+- two mergeable histograms, run duration and queue wait, as sparse arrays (``*_bin``: bin
+  numbers, ``*_n``: counts). Bin ``b`` holds durations in ``[R**b, R**(b+1))`` ms with
+  ``R = 1.02``; durations below 1 ms fall in bin -1. A percentile read from merged histograms
+  takes each order statistic at the geometric middle of its bin, so it is within
+  ``sqrt(R) - 1`` (0.995 %) of the exact ``percentile_cont`` value, and interpolating between two
+  order statistics keeps that bound. Below 1 ms the error is absolute (under 1 ms).
+
+and per hour/day × workflow × environment × error type the failures (``error_rollup``).
+
+Maintenance (``refresh``, run in the background by ``start_maintenance``; one process at a time
+through an advisory lock; it never locks the orchestrator's tables, it only reads them):
+
+- ``covered_until`` (a UTC hour) says up to where the rollup holds every hour. Each refresh
+  advances it to the last full hour, at most ``MAX_STEP`` per transaction (a first backfill of a
+  long history goes in steps, each bounded), re-aggregating the new hours from the raw rows;
+- a job whose ``completed_at`` is set or moves (it finished, was cancelled or re-run) after its
+  hour was aggregated makes that hour *dirty*: every refresh looks up the jobs with
+  ``completed_at`` after the last look (the ``fm_job_completed_at`` index) and re-aggregates
+  their creation hours whole, so nothing is counted twice;
+- ``reconcile`` (hourly) compares per-hour counts by status with the raw table and
+  re-aggregates hours that differ: jobs inserted late with an old ``created_at``, jobs deleted
+  (dead-letter moves, retention), status changes that leave ``completed_at`` alone;
+- a day row is the merge of its 24 hour rows and is rebuilt whenever one of them is.
+
+Reads (``plan_window`` + ``facts_sql``): a window is answered from day rows where a whole UTC
+day lies inside it (and inside one chart bucket), hour rows for the remaining whole hours, and
+the raw rows for the partial hours at its edges and the time after ``covered_until``. The
+counts are therefore exact; only percentiles carry the bound above. Time zones with offsets
+that are not whole hours, robot filters and short windows use the exact queries instead.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from data.db import _UNAVAILABLE, json_number, read_row
+from data.errors import error_type_sql
+from data.schema import APP_SCHEMA
+
+log = logging.getLogger(__name__)
+
+RATIO = 1.02
+# The bound on a percentile's relative error (see the module docstring).
+MAX_RELATIVE_ERROR = math.sqrt(RATIO) - 1
+
+HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
+# How long after a job's completed_at is written its transaction may still commit.
+LAG = timedelta(seconds=30)
+# One transaction aggregates at most this much new history.
+MAX_STEP = timedelta(days=2)
+# A refresh stops starting new steps after this long (the next one goes on).
+REFRESH_BUDGET_S = 30.0
+MAINTENANCE_TIMEOUT = "600s"
+RECONCILE_EVERY = timedelta(hours=1)
+# Windows up to this long use the exact queries (they read few rows anyway).
+EXACT_MAX_WINDOW = timedelta(hours=48)
+# The rollup is used when it is at most this far behind the window's end.
+MAX_LAG_BEHIND = timedelta(hours=3)
+
+_LOCK_KEY = 0x466D524C  # "FmRL"
+JOBS = f"{APP_SCHEMA}.job_rollup"
+ERRORS = f"{APP_SCHEMA}.error_rollup"
+STATE = f"{APP_SCHEMA}.rollup_state"
+
+TABLES = [
+    f"""CREATE TABLE IF NOT EXISTS {JOBS} (
+            grain text NOT NULL CHECK (grain IN ('hour', 'day')),
+            period_start timestamptz NOT NULL,
+            workflow_id text NOT NULL,
+            environment text NOT NULL,
+            status text NOT NULL,
+            workflow_name text,
+            jobs bigint NOT NULL,
+            timed bigint NOT NULL,
+            dur_sum_ms double precision NOT NULL,
+            wait_sum_ms double precision NOT NULL,
+            healing_attempts double precision NOT NULL,
+            healing_successes double precision NOT NULL,
+            dur_bin integer[] NOT NULL,
+            dur_n integer[] NOT NULL,
+            wait_bin integer[] NOT NULL,
+            wait_n integer[] NOT NULL,
+            PRIMARY KEY (grain, period_start, workflow_id, environment, status)
+        )""",
+    f"""CREATE TABLE IF NOT EXISTS {ERRORS} (
+            grain text NOT NULL CHECK (grain IN ('hour', 'day')),
+            period_start timestamptz NOT NULL,
+            workflow_id text NOT NULL,
+            environment text NOT NULL,
+            error_type text NOT NULL,
+            workflow_name text,
+            failures bigint NOT NULL,
+            PRIMARY KEY (grain, period_start, workflow_id, environment, error_type)
+        )""",
+    f"""CREATE TABLE IF NOT EXISTS {STATE} (
+            id integer PRIMARY KEY CHECK (id = 1),
+            ratio double precision NOT NULL,
+            covered_until timestamptz NOT NULL,
+            completed_mark timestamptz NOT NULL,
+            reconciled_at timestamptz
+        )""",
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# Histograms (pure)
+# ---------------------------------------------------------------------------------------------
+
+def bin_sql(value: str) -> str:
+    """SQL: the histogram bin of a duration in ms (see the module docstring)."""
+    return f"(CASE WHEN {value} < 1 THEN -1 ELSE floor(ln({value}) / {math.log(RATIO)!r})::int END)"
+
+
+def bin_value(b) -> np.ndarray:
+    """The value that stands for bin ``b``: the geometric middle of its range (0 for bin -1)."""
+    b = np.asarray(b, dtype="float64")
+    return np.where(b < 0, 0.0, RATIO ** (b + 0.5))
+
+
+def bin_edges(b) -> tuple[np.ndarray, np.ndarray]:
+    """Lower and upper end of bin ``b`` (bin -1 is [0, 1) ms)."""
+    b = np.asarray(b, dtype="float64")
+    return np.where(b < 0, 0.0, RATIO ** b), RATIO ** (b + 1)
+
+
+def percentiles_from_bins(bins, counts, ps) -> list[float | None]:
+    """``percentile_cont(p)`` of the values a histogram describes, for each p in ``ps``.
+
+    Like percentile_cont, the p-quantile lies at position (n - 1) × p of the sorted values and
+    is interpolated between the two order statistics around it; each order statistic is taken
+    at the middle of its bin. ``bins`` need not be sorted or unique."""
+    bins = np.asarray(bins, dtype="int64")
+    counts = np.asarray(counts, dtype="int64")
+    total = int(counts.sum()) if len(counts) else 0
+    if total == 0:
+        return [None for _ in ps]
+    order = np.argsort(bins, kind="stable")
+    bins, counts = bins[order], counts[order]
+    cum = np.cumsum(counts)
+    values = bin_value(bins)
+    out = []
+    for p in ps:
+        h = (total - 1) * float(p)
+        lo, hi = math.floor(h), math.ceil(h)
+        v_lo = values[np.searchsorted(cum, lo, side="right")]
+        v_hi = values[np.searchsorted(cum, hi, side="right")]
+        out.append(float(v_lo + (h - lo) * (v_hi - v_lo)))
+    return out
+
+
+def grouped_percentiles(frame: pd.DataFrame, keys: list[str], ps, names: list[str]) -> pd.DataFrame:
+    """Per group of ``keys`` in a long histogram frame (columns keys + ``bin``, ``n``): the
+    percentiles ``ps`` as columns ``names``, plus ``timed`` (the count)."""
+    rows = []
+    if not frame.empty:
+        for key, part in frame.groupby(keys, sort=False, dropna=False):
+            key = key if isinstance(key, tuple) else (key,)
+            values = percentiles_from_bins(part["bin"].to_numpy(), part["n"].to_numpy(), ps)
+            rows.append({**dict(zip(keys, key)), "timed": int(part["n"].sum()), **dict(zip(names, values))})
+    return pd.DataFrame(rows, columns=[*keys, "timed", *names])
+
+
+# ---------------------------------------------------------------------------------------------
+# Aggregation SQL (maintenance and the raw edges of a read)
+# ---------------------------------------------------------------------------------------------
+
+_DUR = "greatest(date_part('epoch', j.completed_at - j.started_at) * 1000, 0)"
+_WAIT = "greatest(date_part('epoch', j.started_at - j.created_at) * 1000, 0)"
+_TIMED = "(j.started_at IS NOT NULL AND j.completed_at IS NOT NULL)"
+_KEYS = "workflow_id, environment, status"
+
+
+def raw_facts_sql(where: str) -> str:
+    """One fact row per job matching ``where`` (alias j), in the rollup's shape, ``t`` = its
+    created_at. Merged by ``merge_sql`` or read directly at a window's edges."""
+    return f"""
+    SELECT j.created_at AS t, j.workflow_id, j.environment, j.status, j.workflow_name,
+           1 AS jobs, CASE WHEN {_TIMED} THEN 1 ELSE 0 END AS timed,
+           CASE WHEN {_TIMED} THEN {_DUR} ELSE 0 END AS dur_sum_ms,
+           CASE WHEN {_TIMED} THEN {_WAIT} ELSE 0 END AS wait_sum_ms,
+           coalesce({json_number('j.metadata', 'healing_attempts')}, 0) AS healing_attempts,
+           coalesce({json_number('j.metadata', 'healing_successes')}, 0) AS healing_successes,
+           CASE WHEN {_TIMED} THEN ARRAY[{bin_sql(_DUR)}] ELSE '{{}}'::int[] END AS dur_bin,
+           CASE WHEN {_TIMED} THEN ARRAY[1] ELSE '{{}}'::int[] END AS dur_n,
+           CASE WHEN {_TIMED} THEN ARRAY[{bin_sql(_WAIT)}] ELSE '{{}}'::int[] END AS wait_bin,
+           CASE WHEN {_TIMED} THEN ARRAY[1] ELSE '{{}}'::int[] END AS wait_n
+    FROM job_queue j WHERE {where}"""
+
+
+def _merged_hist(metric: str, t_expr: str) -> str:
+    return f"""
+    SELECT t, {_KEYS}, array_agg(b ORDER BY b) AS bins, array_agg(n ORDER BY b) AS ns
+    FROM (SELECT {t_expr} AS t, {_KEYS}, u.b, sum(u.n)::int AS n
+          FROM src, unnest(src.{metric}_bin, src.{metric}_n) AS u(b, n)
+          GROUP BY 1, 2, 3, 4, 5) x
+    GROUP BY 1, 2, 3, 4"""
+
+
+def merge_sql(source: str, t_expr: str) -> str:
+    """Fact rows of ``source`` merged per ``t_expr`` × workflow × environment × status."""
+    return f"""
+    WITH src AS MATERIALIZED ({source}),
+    scalars AS (
+        SELECT {t_expr} AS t, {_KEYS}, max(workflow_name) AS workflow_name, sum(jobs)::bigint AS jobs,
+               sum(timed)::bigint AS timed, sum(dur_sum_ms)::float8 AS dur_sum_ms,
+               sum(wait_sum_ms)::float8 AS wait_sum_ms, sum(healing_attempts)::float8 AS healing_attempts,
+               sum(healing_successes)::float8 AS healing_successes
+        FROM src GROUP BY 1, 2, 3, 4
+    ),
+    dh AS ({_merged_hist('dur', t_expr)}),
+    wh AS ({_merged_hist('wait', t_expr)})
+    SELECT s.t, s.workflow_id, s.environment, s.status, s.workflow_name, s.jobs, s.timed, s.dur_sum_ms,
+           s.wait_sum_ms, s.healing_attempts, s.healing_successes,
+           coalesce(dh.bins, '{{}}') AS dur_bin, coalesce(dh.ns, '{{}}') AS dur_n,
+           coalesce(wh.bins, '{{}}') AS wait_bin, coalesce(wh.ns, '{{}}') AS wait_n
+    FROM scalars s LEFT JOIN dh USING (t, {_KEYS}) LEFT JOIN wh USING (t, {_KEYS})"""
+
+
+_COLUMNS = ("workflow_id, environment, status, workflow_name, jobs, timed, dur_sum_ms, wait_sum_ms, "
+            "healing_attempts, healing_successes, dur_bin, dur_n, wait_bin, wait_n")
+ERROR_TYPE = f"coalesce({error_type_sql('j.error_message')}, 'UnknownError')"
+
+
+def raw_errors_sql(where: str) -> str:
+    """One row per failed job matching ``where``: ``t``, workflow, environment, error type."""
+    return f"""
+    SELECT j.created_at AS t, j.workflow_id, j.environment, {ERROR_TYPE} AS error_type,
+           j.workflow_name, 1 AS failures
+    FROM job_queue j WHERE {where} AND j.status = 'failed'"""
+
+
+# ---------------------------------------------------------------------------------------------
+# Maintenance
+# ---------------------------------------------------------------------------------------------
+
+_HOUR_OF_T = "date_trunc('hour', t, 'UTC')"
+_DAY_OF_T = "date_trunc('day', t, 'UTC')"
+_HOURS_WHERE = ("j.created_at >= h.start AND j.created_at < h.start + interval '1 hour'")
+
+
+def _rebuild_hours(conn, hours: list[datetime]) -> None:
+    """Re-aggregate the given UTC hours whole from the raw rows."""
+    if not hours:
+        return
+    params = {"hours": hours}
+    for table in (JOBS, ERRORS):
+        conn.execute(sa.text(f"DELETE FROM {table} WHERE grain = 'hour' AND period_start = ANY(:hours)"), params)
+    # The hours join keeps each hour an index range on created_at.
+    src = lambda sql: sql.replace("FROM job_queue j WHERE", "FROM unnest(CAST(:hours AS timestamptz[])) AS h(start) "  # noqa: E731
+                                  "JOIN job_queue j ON " + _HOURS_WHERE + " WHERE")
+    conn.execute(sa.text(f"INSERT INTO {JOBS} (grain, period_start, {_COLUMNS}) SELECT 'hour', t, {_COLUMNS} FROM ("
+                         f"{merge_sql(src(raw_facts_sql('TRUE')), _HOUR_OF_T)}) m"), params)
+    conn.execute(sa.text(f"""
+        INSERT INTO {ERRORS} (grain, period_start, workflow_id, environment, error_type, workflow_name, failures)
+        SELECT 'hour', date_trunc('hour', t, 'UTC'), workflow_id, environment, error_type, max(workflow_name),
+               count(*)
+        FROM ({src(raw_errors_sql('TRUE'))}) e GROUP BY 2, 3, 4, 5"""), params)
+
+
+def _rebuild_range(conn, lo: datetime, hi: datetime) -> None:
+    """Re-aggregate the UTC hours in [lo, hi) (hour-aligned) from one range scan."""
+    params = {"lo": lo, "hi": hi}
+    for table in (JOBS, ERRORS):
+        conn.execute(sa.text(f"DELETE FROM {table} WHERE grain = 'hour' AND period_start >= :lo "
+                             "AND period_start < :hi"), params)
+    where = "j.created_at >= :lo AND j.created_at < :hi"
+    conn.execute(sa.text(f"INSERT INTO {JOBS} (grain, period_start, {_COLUMNS}) SELECT 'hour', t, {_COLUMNS} FROM ("
+                         f"{merge_sql(raw_facts_sql(where), _HOUR_OF_T)}) m"), params)
+    conn.execute(sa.text(f"""
+        INSERT INTO {ERRORS} (grain, period_start, workflow_id, environment, error_type, workflow_name, failures)
+        SELECT 'hour', date_trunc('hour', t, 'UTC'), workflow_id, environment, error_type, max(workflow_name),
+               count(*)
+        FROM ({raw_errors_sql(where)}) e GROUP BY 2, 3, 4, 5"""), params)
+
+
+def _rebuild_days(conn, days: list[datetime], covered_until: datetime) -> None:
+    """Rebuild the day rows of the given UTC days that the hour rows cover completely."""
+    days = sorted({d for d in days if d + DAY <= covered_until})
+    if not days:
+        return
+    params = {"days": days}
+    for table in (JOBS, ERRORS):
+        conn.execute(sa.text(f"DELETE FROM {table} WHERE grain = 'day' AND period_start = ANY(:days)"), params)
+    hours = (f"SELECT * FROM {{table}} WHERE grain = 'hour' AND date_trunc('day', period_start, 'UTC') "
+             "= ANY(CAST(:days AS timestamptz[]))")
+    source = hours.format(table=JOBS).replace("SELECT *", f"SELECT period_start AS t, {_COLUMNS}")
+    conn.execute(sa.text(f"INSERT INTO {JOBS} (grain, period_start, {_COLUMNS}) SELECT 'day', t, {_COLUMNS} FROM ("
+                         f"{merge_sql(source, _DAY_OF_T)}) m"), params)
+    conn.execute(sa.text(f"""
+        INSERT INTO {ERRORS} (grain, period_start, workflow_id, environment, error_type, workflow_name, failures)
+        SELECT 'day', date_trunc('day', period_start, 'UTC'), workflow_id, environment, error_type,
+               max(workflow_name), sum(failures)
+        FROM ({hours.format(table=ERRORS)}) e GROUP BY 2, 3, 4, 5"""), params)
+
+
+def _day_of(t: datetime) -> datetime:
+    t = t.astimezone(timezone.utc)
+    return datetime(t.year, t.month, t.day, tzinfo=timezone.utc)
+
+
+def _floor_hour(t: datetime) -> datetime:
+    return t.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
+
+
+def _ceil_hour(t: datetime) -> datetime:
+    f = _floor_hour(t)
+    return f if f == t else f + HOUR
+
+
+def ensure_tables(engine: Engine) -> None:
+    """Create the rollup tables when missing (serialised: workers may start together)."""
+    with engine.begin() as conn:
+        if conn.execute(sa.text("SELECT to_regclass(:t) IS NOT NULL"), {"t": STATE}).scalar():
+            return
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY + 1})
+        for ddl in TABLES:
+            conn.execute(sa.text(ddl))
+
+
+def _locked_step(engine: Engine, step) -> Any:
+    """Run ``step(conn, state)`` in a transaction holding the rollup's advisory lock; returns
+    ``(False, None)`` when another process holds it."""
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"SET LOCAL statement_timeout = '{MAINTENANCE_TIMEOUT}'"))
+        if not conn.execute(sa.text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": _LOCK_KEY}).scalar():
+            return False, None
+        state = conn.execute(sa.text(f"SELECT * FROM {STATE} WHERE id = 1")).mappings().first()
+        now = conn.execute(sa.text("SELECT now()")).scalar()
+        if state is None or state["ratio"] != RATIO:
+            state = _start_over(conn, now)
+        return True, step(conn, dict(state), now)
+
+
+def _start_over(conn, now: datetime) -> dict:
+    """Empty rollup, covering from the first job's hour (or now when there is none)."""
+    for table in (JOBS, ERRORS):
+        conn.execute(sa.text(f"TRUNCATE {table}"))
+    first = conn.execute(sa.text("SELECT min(created_at) FROM job_queue")).scalar()
+    covered = _floor_hour(first if first is not None else now - LAG)
+    state = {"ratio": RATIO, "covered_until": covered, "completed_mark": now - LAG, "reconciled_at": None}
+    conn.execute(sa.text(f"DELETE FROM {STATE}"))
+    conn.execute(sa.text(f"INSERT INTO {STATE} (id, ratio, covered_until, completed_mark, reconciled_at) "
+                         "VALUES (1, :ratio, :covered_until, :completed_mark, :reconciled_at)"), state)
+    return state
+
+
+def _save(conn, state: dict) -> None:
+    conn.execute(sa.text(f"UPDATE {STATE} SET covered_until = :covered_until, completed_mark = :completed_mark, "
+                         "reconciled_at = :reconciled_at WHERE id = 1"), state)
+
+
+def _advance(conn, state: dict, now: datetime) -> dict:
+    """One bounded step: fold in late changes, then aggregate the next new hours."""
+    covered, mark, hi = state["covered_until"], state["completed_mark"], now - LAG
+    dirty = [r[0] for r in conn.execute(sa.text("""
+        SELECT DISTINCT date_trunc('hour', created_at, 'UTC') FROM job_queue
+        WHERE completed_at > :mark AND completed_at <= :hi AND created_at < :covered"""),
+        {"mark": mark, "hi": hi, "covered": covered})]
+    _rebuild_hours(conn, dirty)
+    target = min(_floor_hour(hi), covered + MAX_STEP)
+    new_days = []
+    if target > covered:
+        _rebuild_range(conn, covered, target)
+        new_days = [_day_of(covered + HOUR * i) for i in range(int((target - covered) / HOUR))]
+    state.update(covered_until=max(covered, target), completed_mark=max(mark, hi))
+    _rebuild_days(conn, [_day_of(h) for h in dirty] + new_days, state["covered_until"])
+    _save(conn, state)
+    return {"dirty_hours": len(dirty), "new_hours": int(max(target - covered, timedelta(0)) / HOUR),
+            "behind": _floor_hour(hi) > state["covered_until"]}
+
+
+def refresh(engine: Engine, budget_s: float = REFRESH_BUDGET_S) -> dict:
+    """Bring the rollup up to date (bounded steps until caught up or ``budget_s`` is spent).
+    Returns what was done; ``{"skipped": True}`` when another process is refreshing."""
+    ensure_tables(engine)
+    started, done = time.monotonic(), {"dirty_hours": 0, "new_hours": 0, "steps": 0}
+    while True:
+        got, step = _locked_step(engine, _advance)
+        if not got:
+            return {"skipped": True}
+        done["steps"] += 1
+        done["dirty_hours"] += step["dirty_hours"]
+        done["new_hours"] += step["new_hours"]
+        if not step["behind"] or time.monotonic() - started > budget_s:
+            done["behind"] = step["behind"]
+            return done
+
+
+def _reconcile(conn, state: dict, now: datetime) -> dict:
+    differ = [r[0] for r in conn.execute(sa.text(f"""
+        WITH raw AS (
+            SELECT date_trunc('hour', created_at, 'UTC') AS t, status, count(*) AS n FROM job_queue
+            WHERE created_at < :covered GROUP BY 1, 2
+        ),
+        kept AS (SELECT period_start AS t, status, sum(jobs) AS n FROM {JOBS} WHERE grain = 'hour' GROUP BY 1, 2)
+        SELECT DISTINCT coalesce(raw.t, kept.t) FROM raw FULL JOIN kept USING (t, status)
+        WHERE raw.n IS DISTINCT FROM kept.n"""), {"covered": state["covered_until"]})]
+    _rebuild_hours(conn, differ)
+    _rebuild_days(conn, [_day_of(h) for h in differ], state["covered_until"])
+    state["reconciled_at"] = now
+    _save(conn, state)
+    return {"rebuilt_hours": len(differ)}
+
+
+def reconcile(engine: Engine) -> dict:
+    """Re-aggregate every covered hour whose job counts by status differ from the raw table."""
+    ensure_tables(engine)
+    got, result = _locked_step(engine, _reconcile)
+    return result if got else {"skipped": True}
+
+
+def reconcile_due(engine: Engine) -> bool:
+    row = read_row(engine, f"SELECT reconciled_at, now() AS now FROM {STATE} WHERE id = 1")
+    return row is not None and (row["reconciled_at"] is None or row["now"] - row["reconciled_at"] >= RECONCILE_EVERY)
+
+
+def maintain(engine: Engine) -> dict:
+    """One maintenance pass: the job rollup, the robots' rollup, the hourly reconciliation."""
+    done = {"jobs": refresh(engine)}
+    try:
+        from data import robot_rollup
+    except ImportError:
+        robot_rollup = None
+    if robot_rollup is not None:
+        done["robots"] = robot_rollup.refresh(engine)
+    if reconcile_due(engine):
+        done["reconcile"] = reconcile(engine)
+    return done
+
+
+def start_maintenance(engine: Engine, interval_s: float) -> threading.Thread | None:
+    """Run ``maintain`` every ``interval_s`` seconds in a daemon thread (0: never)."""
+    if interval_s <= 0:
+        return None
+
+    def loop():
+        while True:
+            try:
+                done = maintain(engine)
+                log.debug("rollup maintenance: %s", done)
+            except _UNAVAILABLE + (sa.exc.DBAPIError,) as exc:
+                log.warning("rollup maintenance failed, retrying in %s s: %s", interval_s, exc)
+            except Exception:  # a bug must not stop the loop for good
+                log.exception("rollup maintenance failed")
+            time.sleep(interval_s)
+
+    thread = threading.Thread(target=loop, name="rollup-maintenance", daemon=True)
+    thread.start()
+    return thread
+
+
+# ---------------------------------------------------------------------------------------------
+# Reads
+# ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class WindowPlan:
+    """Where each part of a window is read from: UTC day rows, UTC hour rows, raw ranges."""
+
+    days: tuple[datetime, ...] = ()
+    hours: tuple[datetime, ...] = ()
+    raw: tuple[tuple[datetime, datetime], ...] = field(default_factory=tuple)
+
+
+def _bucket_key(t: datetime, bucket: str, tz: str):
+    local = t.astimezone(ZoneInfo(tz))
+    if bucket == "day":
+        return local.date()
+    if bucket == "week":
+        return local.date() - timedelta(days=local.weekday())
+    return (local.date(), local.hour)
+
+
+def whole_hour_zone(tz: str, *instants: datetime) -> bool:
+    """True when the zone's offset is a whole number of hours at each instant (an hour of UTC
+    then never straddles a local day or week boundary)."""
+    zone = ZoneInfo(tz)
+    return all(t.astimezone(zone).utcoffset().total_seconds() % 3600 == 0 for t in instants)
+
+
+def plan_window(start: datetime, end: datetime, covered_until: datetime, tz: str = "UTC",
+                bucket: str | None = None) -> WindowPlan:
+    """Split [start, end) into rollup rows and raw ranges so that each job is read once and,
+    when ``bucket`` is given, every rollup row lies inside one bucket of that size in ``tz``."""
+    hs, he = _ceil_hour(start), min(_floor_hour(end), covered_until)
+    if he <= hs:
+        return WindowPlan(raw=((start, end),))
+    raw = tuple(r for r in ((start, hs), (he, end)) if r[0] < r[1])
+    days, hours = [], []
+    t = hs
+    while t < he:
+        day_end = t + DAY
+        if (t == _day_of(t) and day_end <= he
+                and (bucket is None or _bucket_key(t, bucket, tz) == _bucket_key(day_end - HOUR, bucket, tz))):
+            days.append(t)
+            t = day_end
+        else:
+            hours.append(t)
+            t += HOUR
+    return WindowPlan(days=tuple(days), hours=tuple(hours), raw=raw)
+
+
+def covered_until(engine: Engine) -> datetime | None:
+    try:
+        row = read_row(engine, f"SELECT covered_until FROM {STATE} WHERE id = 1 AND ratio = :r", {"r": RATIO})
+    except sa.exc.ProgrammingError:  # no rollup tables (a read-only user on a fresh database)
+        return None
+    return row["covered_until"] if row else None
+
+
+def usable_plan(engine: Engine, start: datetime, end: datetime, tz: str, bucket: str | None,
+                robots=()) -> WindowPlan | None:
+    """A plan when the rollup can answer this window, else None (use the exact queries)."""
+    if robots or end - start <= EXACT_MAX_WINDOW or not whole_hour_zone(tz, start, end):
+        return None
+    until = covered_until(engine)
+    if until is None or until < min(end, datetime.now(timezone.utc)) - MAX_LAG_BEHIND:
+        return None
+    return plan_window(start, end, until, tz, bucket)
+
+
+def _plan_params(plan: WindowPlan) -> dict:
+    params: dict[str, Any] = {"r_days": list(plan.days), "r_hours": list(plan.hours)}
+    for i, (lo, hi) in enumerate(plan.raw):
+        params[f"r_lo{i}"], params[f"r_hi{i}"] = lo, hi
+    return params
+
+
+def facts_sql(plan: WindowPlan, filters: str, table: str = "jobs") -> tuple[str, dict]:
+    """SQL for the fact rows of a planned window (rollup rows and raw rows in one shape,
+    column ``t`` = period or job start), with ``filters`` applied (conditions on workflow_id and
+    environment written with an ``{a}`` prefix: the raw rows' alias); and its parameters."""
+    raw_range = " OR ".join(f"(j.created_at >= :r_lo{i} AND j.created_at < :r_hi{i})"
+                            for i in range(len(plan.raw))) or "FALSE"
+    raw_filters, filters = filters.format(a="j."), filters.format(a="")
+    if table == "jobs":
+        cols, raw = _COLUMNS, raw_facts_sql(f"({raw_range}) AND {raw_filters}")
+        name = JOBS
+    else:
+        cols, raw = "workflow_id, environment, error_type, workflow_name, failures", \
+            raw_errors_sql(f"({raw_range}) AND {raw_filters}")
+        name = ERRORS
+    sql = f"""
+        SELECT period_start AS t, {cols} FROM {name}
+        WHERE grain = 'day' AND period_start = ANY(CAST(:r_days AS timestamptz[])) AND {filters}
+        UNION ALL
+        SELECT period_start AS t, {cols} FROM {name}
+        WHERE grain = 'hour' AND period_start = ANY(CAST(:r_hours AS timestamptz[])) AND {filters}
+        UNION ALL
+        SELECT t, {cols} FROM ({raw}) r"""
+    return sql, _plan_params(plan)

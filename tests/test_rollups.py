@@ -1,0 +1,257 @@
+"""The analytics rollups: percentiles within the stated bound, exact counts, late changes folded in.
+
+Expected values are worked out here from the generated jobs (numpy and plain Python), not from
+the code under test."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+
+from data import analytics as an
+from data import rollups
+from tests.helpers import insert_job, utcnow
+
+WORKFLOWS = ("wf-invoice", "wf-payroll", "wf-report")
+ENVIRONMENTS = ("production", "staging")
+STATUSES = ("completed", "completed", "completed", "failed", "cancelled")
+ERRORS = ("TimeoutError: portal slow", "ValueError: bad amount", "connection reset by peer")
+
+
+def _jobs(now: datetime, n: int = 3000, days: float = 6.0, seed: int = 7) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    jobs = []
+    for i in range(n):
+        created = now - timedelta(seconds=float(rng.uniform(60, days * 86400)))
+        wait = float(rng.exponential(20.0))
+        dur = float(rng.lognormal(np.log(30.0), 0.8))  # seconds, a long right tail
+        status = STATUSES[i % len(STATUSES)]
+        started = created + timedelta(seconds=wait)
+        jobs.append({
+            "id": str(uuid.uuid4()), "wf": WORKFLOWS[i % 3], "env": ENVIRONMENTS[(i // 3) % 2], "status": status,
+            "created": created, "started": started, "completed": started + timedelta(seconds=dur),
+            "err": ERRORS[i % 3] if status == "failed" else None,
+            "meta": json.dumps({"healing_attempts": i % 4, "healing_successes": i % 2}),
+        })
+    return jobs
+
+
+def _insert(engine, jobs: list[dict]) -> None:
+    with engine.begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO job_queue (id, workflow_id, workflow_name, workflow_json, status, environment, created_at, "
+            "started_at, completed_at, error_message, metadata) VALUES (:id, :wf, :wf, '{}', :status, :env, "
+            ":created, :started, :completed, :err, CAST(:meta AS jsonb))"), jobs)
+
+
+def _ms(job) -> float:
+    return (job["completed"] - job["started"]).total_seconds() * 1000
+
+
+def _close(value, expected, bound=rollups.MAX_RELATIVE_ERROR) -> bool:
+    return abs(value - expected) <= bound * abs(expected) + 1e-9
+
+
+@pytest.fixture
+def history(engine):
+    """Six days of known jobs, rolled up."""
+    now = utcnow()
+    jobs = _jobs(now)
+    _insert(engine, jobs)
+    done = rollups.refresh(engine)
+    assert done.get("steps", 0) >= 1 and not done["behind"]
+    return jobs, now
+
+
+def _filters(now, **query):
+    f, problems = an.parse_filters({"range": "7d", **query}, default_tz=query.get("tz", "UTC"), now=now)
+    assert not problems
+    return f
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure parts
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_percentiles_from_bins_are_within_the_stated_bound(seed):
+    values = np.random.default_rng(seed).lognormal(np.log(40_000), 1.2, size=5_000)
+    bins = np.floor(np.log(values) / np.log(1.02)).astype(int)
+    ps = (0.01, 0.25, 0.5, 0.9, 0.95, 0.99, 1.0)
+    found = rollups.percentiles_from_bins(*np.unique(bins, return_counts=True), ps)
+    for p, got in zip(ps, found):
+        assert _close(got, np.percentile(values, p * 100)), (p, got)
+    assert rollups.MAX_RELATIVE_ERROR < 0.01
+    assert rollups.percentiles_from_bins([], [], (0.5,)) == [None]
+
+
+def _covered(plan: rollups.WindowPlan) -> list[tuple[datetime, datetime]]:
+    parts = [(d, d + timedelta(days=1)) for d in plan.days] + [(h, h + timedelta(hours=1)) for h in plan.hours]
+    return sorted(parts + list(plan.raw))
+
+
+@pytest.mark.parametrize("tz,bucket", [("UTC", "day"), ("Europe/Berlin", "day"), ("America/New_York", "week"),
+                                       ("UTC", None), ("Asia/Tokyo", "hour")])
+def test_a_plan_reads_every_instant_once_and_keeps_rollup_rows_inside_one_bucket(tz, bucket):
+    start = datetime(2026, 10, 20, 7, 25, tzinfo=timezone.utc)   # across the end of summer time
+    end = datetime(2026, 11, 10, 16, 40, tzinfo=timezone.utc)
+    covered_until = datetime(2026, 11, 10, 13, 0, tzinfo=timezone.utc)
+    plan = rollups.plan_window(start, end, covered_until, tz, bucket)
+    parts = _covered(plan)
+    assert parts[0][0] == start and parts[-1][1] == end
+    assert all(a[1] == b[0] for a, b in zip(parts, parts[1:]))       # no gap, no overlap
+    assert plan.raw == ((start, datetime(2026, 10, 20, 8, tzinfo=timezone.utc)), (covered_until, end))
+    zone = ZoneInfo(tz)
+    for lo, hi in parts:
+        first, last = lo.astimezone(zone), (hi - timedelta(microseconds=1)).astimezone(zone)
+        if bucket == "day":
+            assert first.date() == last.date()
+        elif bucket == "week":
+            assert first.isocalendar()[:2] == last.isocalendar()[:2]
+    if tz == "UTC" and bucket in ("day", None):
+        assert len(plan.days) == 20        # whole UTC days come from day rows
+    if tz == "Europe/Berlin":
+        assert plan.days == ()             # a UTC day straddles two Berlin days
+
+
+def test_zones_with_half_hour_offsets_and_short_windows_use_the_exact_queries(engine):
+    now = utcnow()
+    assert not rollups.whole_hour_zone("Asia/Kolkata", now)
+    assert rollups.usable_plan(engine, now - timedelta(days=7), now, "Asia/Kolkata", "day") is None
+    assert rollups.usable_plan(engine, now - timedelta(hours=24), now, "UTC", "hour") is None
+
+
+# ---------------------------------------------------------------------------------------------
+# Analytics from the rollup
+# ---------------------------------------------------------------------------------------------
+
+def test_long_window_percentiles_and_counts_come_from_the_rollup(engine, history):
+    jobs, now = history
+    f = _filters(now)
+    assert rollups.usable_plan(engine, f.start, f.end, f.tz, None) is not None
+    result = an.duration_percentiles(engine, f)
+    assert result["exact"] is False
+    finished = [j for j in jobs if j["status"] in ("completed", "failed")]
+    fleet = result["fleet"]
+    assert fleet["total_jobs"] == len(jobs)
+    assert fleet["completed_jobs"] == sum(j["status"] == "completed" for j in jobs)
+    assert fleet["cancelled_jobs"] == sum(j["status"] == "cancelled" for j in jobs)
+    assert fleet["timed_jobs"] == len(finished)
+    durations = np.array([_ms(j) for j in finished])
+    assert fleet["average_duration_ms"] == pytest.approx(durations.mean(), rel=1e-9)
+    for p in (50, 90, 95, 99):
+        assert _close(fleet[f"p{p}_duration_ms"], np.percentile(durations, p))
+    waits = np.array([(j["started"] - j["created"]).total_seconds() * 1000 for j in finished])
+    assert _close(fleet["p95_queue_wait_ms"], np.percentile(waits, 95))
+    by_wf = result["workflows"].set_index("workflow_id")
+    for wf in WORKFLOWS:
+        mine = np.array([_ms(j) for j in finished if j["wf"] == wf])
+        assert by_wf.loc[wf, "timed_jobs"] == len(mine)
+        assert _close(by_wf.loc[wf, "p95_duration_ms"], np.percentile(mine, 95))
+
+
+def test_filters_and_duration_statuses_apply_to_the_rollup(engine, history):
+    jobs, now = history
+    f = _filters(now, environment="staging", workflow="wf-payroll", status="cancelled")
+    fleet = an.duration_percentiles(engine, f)["fleet"]
+    mine = [j for j in jobs if j["env"] == "staging" and j["wf"] == "wf-payroll"]
+    cancelled = np.array([_ms(j) for j in mine if j["status"] == "cancelled"])
+    assert fleet["total_jobs"] == len(mine)
+    assert fleet["timed_jobs"] == len(cancelled)
+    assert _close(fleet["p50_duration_ms"], np.percentile(cancelled, 50))
+
+
+def test_daily_series_in_a_zone_counts_each_job_in_its_local_day(engine, history):
+    jobs, now = history
+    tz = "America/Los_Angeles"
+    f = _filters(now, tz=tz)
+    series = an.time_series(engine, f)
+    assert series.attrs["exact"] is False
+    zone = ZoneInfo(tz)
+    expected = Counter(j["created"].astimezone(zone).date() for j in jobs)
+    got = {b.astimezone(zone).date(): n for b, n in zip(series["bucket"], series["total_jobs"]) if n}
+    assert got == dict(expected)
+    day = max(expected)
+    mine = [_ms(j) for j in jobs if j["created"].astimezone(zone).date() == day
+            and j["status"] in ("completed", "failed")]
+    row = series[[b.astimezone(zone).date() == day for b in series["bucket"]]].iloc[0]
+    assert _close(row["p95_duration_ms"], np.percentile(mine, 95))
+
+
+def test_workflow_stats_errors_and_weekly_throughput_from_the_rollup(engine, history):
+    jobs, now = history
+    f = _filters(now)
+    stats = an.workflow_stats(engine, f).set_index("workflow_id")
+    for wf in WORKFLOWS:
+        mine = [j for j in jobs if j["wf"] == wf and j["status"] in ("completed", "failed")]
+        assert stats.loc[wf, "executions"] == len(mine)
+        assert stats.loc[wf, "healing_attempts"] == sum(json.loads(j["meta"])["healing_attempts"] for j in mine)
+        assert stats.loc[wf, "error_types"] == len({j["err"].split(":")[0] for j in mine if j["err"]})
+    by_type = an.errors_by_workflow(engine, f)
+    assert by_type["failures"].sum() == sum(j["status"] == "failed" for j in jobs)
+    assert set(by_type["error_type"]) == {"TimeoutError", "ValueError", "ConnectionError"}
+    weekly = an.weekly_throughput(engine, f, now)
+    assert weekly.attrs["exact"] is False
+    monday = (now - timedelta(days=now.weekday())).replace(hour=0, minute=0, second=0, microsecond=0)
+    this_week = [j for j in jobs if j["created"] >= monday and j["status"] in ("completed", "failed")]
+    assert weekly.iloc[0]["is_total"] and weekly.iloc[0]["this_week"] == len(this_week)
+
+
+# ---------------------------------------------------------------------------------------------
+# Maintenance
+# ---------------------------------------------------------------------------------------------
+
+def _fleet(engine, now) -> dict:
+    return an.duration_percentiles(engine, _filters(now))["fleet"]
+
+
+def test_late_completions_late_inserts_and_deletions_are_folded_in(engine, history, monkeypatch):
+    monkeypatch.setattr(rollups, "LAG", timedelta(seconds=1))
+    jobs, now = history
+    old = now - timedelta(days=3)
+    with engine.begin() as conn:
+        running = insert_job(conn, status="running", workflow_id="wf-late", created_at=old, started_at=old)
+    rollups.reconcile(engine)   # the running job was inserted into an hour already rolled up
+    before = _fleet(engine, now)
+    assert before["total_jobs"] == len(jobs) + 1 and before["timed_jobs"] == sum(
+        j["status"] in ("completed", "failed") for j in jobs)
+    # It finishes now, after its creation hour was aggregated: completed_at marks the hour dirty.
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE job_queue SET status = 'completed', completed_at = now() WHERE id = :id"),
+                     {"id": running})
+        conn.execute(sa.text("DELETE FROM job_queue WHERE id = :id"), {"id": jobs[0]["id"]})
+    time.sleep(rollups.LAG.total_seconds() + 0.5)
+    assert rollups.refresh(engine)["dirty_hours"] >= 1
+    rollups.reconcile(engine)   # the deletion changes no completed_at: the reconciliation finds it
+    after = _fleet(engine, now)
+    assert after["total_jobs"] == len(jobs)
+    assert after["completed_jobs"] == before["completed_jobs"] + 1 - (jobs[0]["status"] == "completed")
+
+
+def test_concurrent_refreshes_do_not_double_count(engine):
+    now = utcnow()
+    jobs = _jobs(now, n=800, days=4, seed=3)
+    _insert(engine, jobs)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(rollups.refresh(engine))) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    rollups.refresh(engine)
+    with engine.connect() as conn:
+        hours = conn.execute(sa.text(f"SELECT sum(jobs) FROM {rollups.JOBS} WHERE grain = 'hour'")).scalar()
+        days = conn.execute(sa.text(f"SELECT sum(jobs) FROM {rollups.JOBS} WHERE grain = 'day'")).scalar()
+        covered = conn.execute(sa.text(f"SELECT covered_until FROM {rollups.STATE}")).scalar()
+    assert hours == sum(j["created"] < covered for j in jobs)
+    full_days = covered.replace(hour=0)
+    assert days == sum(j["created"] < full_days for j in jobs)
+    assert _fleet(engine, now)["total_jobs"] == len(jobs)
