@@ -395,17 +395,33 @@ def merge_work_stats(robots: pd.DataFrame, stats: pd.DataFrame) -> pd.DataFrame:
     return merged
 
 
-def robot_work_stats(engine: Engine, tz: str) -> pd.DataFrame:
+def robot_work_stats(engine: Engine, tz: str, *, use_rollup: bool = True) -> pd.DataFrame:
     """Per robot: what it finished today and in 7 days, and its 24-hour utilization.
 
-    The costly part of the fleet list (it reads every job finished in the last 7 days), kept
-    apart so a page can refresh it less often than the live status. Returns robot_id,
-    completed_today, failed_today (finished since midnight in zone `tz`, by completed_at),
-    completed_7d, finished_7d (completed + failed, finished in the last 7 days),
-    success_rate_7d (completed_7d / finished_7d; None when 0), utilization_24h (the last 24
-    hours, see the module docstring). Robots without jobs have a row only when they are in
-    `robots` (utilization 0).
+    The costly part of the fleet list, kept apart so a page can refresh it less often than the
+    live status. Returns robot_id, completed_today, failed_today (finished since midnight in
+    zone `tz`, by completed_at), completed_7d, finished_7d (completed + failed, finished in the
+    last 7 days), success_rate_7d (completed_7d / finished_7d; None when 0), utilization_24h
+    (the last 24 hours, see the module docstring). Robots without jobs have a row only when
+    they are in `robots` (utilization 0).
+
+    Read from the per-robot hourly rollup (data.robot_rollup: whole hours from the rollup, the
+    partial hours at the windows' edges and the time after its watermark from the raw rows;
+    same numbers) once it has been refreshed; until then, or with `use_rollup=False`, from
+    the raw rows of the last 7 days (robot_work_stats_raw).
     """
+    if use_rollup:
+        from data import robot_rollup
+
+        frame = robot_rollup.work_stats(engine, tz, MAX_ROBOTS)
+        if frame is not None:
+            return frame
+    return robot_work_stats_raw(engine, tz)
+
+
+def robot_work_stats_raw(engine: Engine, tz: str) -> pd.DataFrame:
+    """robot_work_stats() from the raw rows: every job finished in the last 7 days and an event
+    sweep over the last 24 hours of job intervals."""
     now = datetime.now(timezone.utc)
     sql = f"""
     WITH bounds AS (

@@ -1,0 +1,579 @@
+"""Per-robot hourly rollup behind the fleet list's work numbers (data.robots.robot_work_stats).
+
+The list shows, per robot, jobs completed and failed today, completed and finished in 7 days and
+utilization over the last 24 hours. Read from the raw rows that is every job of the last 7 days
+(~0.9 M rows at 10 M jobs) and an event sweep over a day of job intervals. This module keeps, in
+the app's own schema, one row per robot and UTC hour:
+
+``fleet_monitor.robot_hourly`` (robot_id, hour)
+    ``completed``, ``failed``: jobs with ``completed_at`` in the hour, by final status;
+    ``busy``: seconds of the hour during which the robot ran at least k jobs, for k = 1, 2, …
+    (``busy[k]``; the array is as long as the hour's highest concurrency). The utilization
+    definition of data.robots caps concurrency at the robot's capacity c, and
+    ``∫ min(n(t), c) dt = busy[1] + … + busy[c]``, so the rollup does not depend on c (a
+    capacity change needs no rebuild). NULL when no job overlapped the hour (the row exists
+    for the counts only), ``'{}'`` when a job touched it without running time;
+    ``max_dur``: the longest ``completed_at - started_at`` (seconds) of the jobs that finished
+    in the hour (any status), which bounds how far back a job that finished later started.
+
+``fleet_monitor.robot_hour_keys`` (robot_id, hour)
+    ``id_keys``, ``state_keys``: for every job counted in or overlapping the hour, a 64-bit hash
+    of its id and of the state it was counted with (status, robot, started_at, completed_at).
+    They find the hours a job left (see below) without keeping a copy of the jobs.
+
+``fleet_monitor.robot_rollup_state`` (one row)
+    ``lo`` and ``watermark`` (UTC hours): the rollup holds every hour in [lo, watermark).
+
+Readers (``work_stats``) take whole hours inside [lo, watermark) from the rollup and read the
+raw rows only for the partial hours at a window's edges and for the time after the watermark
+(under an hour plus ``LAG``), so the numbers equal the raw computation. Without the state row
+(before the first refresh) ``work_stats`` returns None and the caller reads the raw rows.
+
+Maintenance: ``refresh(engine)``, called by the app's background maintenance loop (data.rollups)
+or by anyone (it is idempotent). One transaction, under a transaction-level advisory lock; a
+caller that does not get the lock skips (``{"skipped": "locked"}``). It only reads the
+orchestrator's tables. Each call:
+
+1. on first use (or a new ``VERSION``), backfills from scratch: every hour of the last
+   ``RETENTION`` (one statement over those days of jobs; the first call is the expensive one);
+2. recomputes the hours [old watermark - RECHECK, new watermark), new watermark = the last
+   full hour before now() - LAG. The recheck catches jobs whose ``completed_at`` was written in
+   the past (a slow commit, an orchestrator that backdates) up to RECHECK late;
+3. finds the hours before that range that no longer match the jobs, and recomputes them, for
+   the robots concerned. The candidates are the jobs that finished in the recomputed range (a
+   job re-run in place has a new ``completed_at`` there), the running jobs, the pending jobs
+   that were already tried (a running job re-queued by the orchestrator no longer occupies its
+   robot), and the jobs moved to the dead-letter queue in the retention window (deleted from
+   ``job_queue``). An hour is dirty when it holds a candidate's id with another state (the job
+   left or changed: a re-run is uncounted from its old hour, not counted twice), or when a
+   candidate now overlaps the hour without being in it (a long job re-run on another robot).
+   At most ``MAX_DIRTY`` robot-hours per call; the rest stay dirty and are found next time;
+4. drops hours older than RETENTION.
+
+Recomputing an hour replaces its rows, it never adds, so a refresh can be repeated or
+interrupted (the transaction rolls back) without counting a job twice.
+
+What it does not see: a job deleted from ``job_queue`` other than by a dead-letter move, a job
+whose ``completed_at`` is written more than RECHECK in the past, and a status change that leaves
+both timestamps alone (e.g. ``failed`` rewritten as ``completed``) more than RECHECK ago. Those
+hours stay as they were counted until they fall out of the retention window.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from data.db import _UNAVAILABLE, _translate
+from data.schema import APP_SCHEMA
+
+log = logging.getLogger(__name__)
+
+VERSION = 1
+RETENTION = timedelta(days=8)     # the list reads 7 days; one more for the edge hours
+RECHECK = timedelta(hours=2)
+LAG = timedelta(seconds=30)       # lets the orchestrator's transaction that set completed_at commit
+MAX_DIRTY = 2000                  # robot-hours recomputed per call outside the recheck range
+HOUR = timedelta(hours=1)
+_ORIGIN = "timestamptz '2000-01-01 00:00:00+00'"
+
+_LOCK_KEY = 0x466D5252  # "FmRR"
+HOURLY = f"{APP_SCHEMA}.robot_hourly"
+KEYS = f"{APP_SCHEMA}.robot_hour_keys"
+STATE = f"{APP_SCHEMA}.robot_rollup_state"
+
+_DDL = [
+    f"CREATE SCHEMA IF NOT EXISTS {APP_SCHEMA}",
+    f"""CREATE TABLE IF NOT EXISTS {HOURLY} (
+            hour timestamptz NOT NULL,
+            robot_id text NOT NULL,
+            completed integer NOT NULL,
+            failed integer NOT NULL,
+            busy float8[],
+            max_dur float8,
+            PRIMARY KEY (hour, robot_id)
+        )""",
+    f"""CREATE TABLE IF NOT EXISTS {KEYS} (
+            hour timestamptz NOT NULL,
+            robot_id text NOT NULL,
+            id_keys bigint[] NOT NULL,
+            state_keys bigint[] NOT NULL,
+            PRIMARY KEY (hour, robot_id)
+        )""",
+    f"CREATE INDEX IF NOT EXISTS robot_hour_keys_ids ON {KEYS} USING gin (id_keys)",
+    f"""CREATE TABLE IF NOT EXISTS {STATE} (
+            id integer PRIMARY KEY CHECK (id = 1),
+            version integer NOT NULL,
+            lo timestamptz NOT NULL,
+            watermark timestamptz NOT NULL,
+            refreshed_at timestamptz NOT NULL
+        )""",
+]
+
+
+def _floor_hour(ts: datetime) -> datetime:
+    return ts.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
+
+
+def _ceil_hour(ts: datetime) -> datetime:
+    floor = _floor_hour(ts)
+    return floor if floor == ts else floor + HOUR
+
+
+def ensure_tables(engine_or_conn) -> None:
+    """Create the rollup's tables in the app's schema when missing (never touches others)."""
+    if isinstance(engine_or_conn, Connection):
+        for ddl in _DDL:
+            engine_or_conn.execute(sa.text(ddl))
+        return
+    try:
+        with engine_or_conn.begin() as conn:
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY})
+            ensure_tables(conn)
+    except _UNAVAILABLE as exc:
+        raise _translate(exc, engine_or_conn) from exc
+
+
+# ---------------------------------------------------------------------------------------------
+# Recomputing hours
+# ---------------------------------------------------------------------------------------------
+# Job state as counted: a job whose hash differs from the one stored with an hour has changed.
+_STATE_HASH = ("hashtextextended(concat_ws('|', j.status, j.robot_id::text, "
+               "extract(epoch FROM j.started_at), extract(epoch FROM j.completed_at)), 0)")
+_ID_HASH = "hashtextextended(j.id::text, 0)"
+
+
+def _compute_sql(robot_filter: bool) -> str:
+    """Rows of [:a, :b) (whole UTC hours, :b <= now()) for every robot, or for :ids.
+
+    The job intervals are the utilization definition's (data.robots), clipped to [:a, :b);
+    a running job occupies its robot up to :b (it is running now, after :b)."""
+    rf = "AND j.robot_id::text = ANY(CAST(:ids AS text[]))" if robot_filter else ""
+    return f"""
+    WITH jobs AS (
+        SELECT j.robot_id::text AS robot_id, {_ID_HASH} AS ik, {_STATE_HASH} AS sk,
+               greatest(j.started_at, CAST(:a AS timestamptz)) AS s,
+               least(j.completed_at, CAST(:b AS timestamptz)) AS e
+        FROM job_queue j
+        WHERE j.completed_at > CAST(:a AS timestamptz) AND j.started_at < CAST(:b AS timestamptz)
+          AND j.robot_id IS NOT NULL {rf}
+        UNION ALL
+        SELECT j.robot_id::text, {_ID_HASH}, {_STATE_HASH},
+               greatest(j.started_at, CAST(:a AS timestamptz)), CAST(:b AS timestamptz)
+        FROM job_queue j
+        WHERE j.status = 'running' AND j.completed_at IS NULL AND j.started_at < CAST(:b AS timestamptz)
+          AND j.robot_id IS NOT NULL {rf}
+    ),
+    finished AS (
+        SELECT j.robot_id::text AS robot_id, date_bin('1 hour', j.completed_at, {_ORIGIN}) AS hour,
+               {_ID_HASH} AS ik, {_STATE_HASH} AS sk, j.status,
+               extract(epoch FROM j.completed_at - j.started_at)::float8 AS dur
+        FROM job_queue j
+        WHERE j.completed_at >= CAST(:a AS timestamptz) AND j.completed_at < CAST(:b AS timestamptz)
+          AND j.robot_id IS NOT NULL {rf}
+    ),
+    counts AS (
+        SELECT robot_id, hour,
+               count(*) FILTER (WHERE status = 'completed') AS completed,
+               count(*) FILTER (WHERE status = 'failed') AS failed,
+               max(dur) AS max_dur
+        FROM finished GROUP BY robot_id, hour
+    ),
+    -- Hours each job overlaps (a job without running time still marks its first hour).
+    overlapped AS (
+        SELECT j.robot_id, g.h AS hour, j.ik, j.sk
+        FROM jobs j,
+             generate_series(date_bin('1 hour', j.s, {_ORIGIN}),
+                             greatest(date_bin('1 hour', j.s, {_ORIGIN}),
+                                      date_bin('1 hour', j.e - interval '1 microsecond', {_ORIGIN})),
+                             interval '1 hour') AS g(h)
+    ),
+    events AS (
+        SELECT robot_id, s AS t, 1 AS d, NULL::timestamptz AS hour FROM jobs WHERE e > s
+        UNION ALL
+        SELECT robot_id, e, -1, NULL FROM jobs WHERE e > s
+        UNION ALL
+        SELECT DISTINCT robot_id, hour, 0, hour FROM overlapped
+    ),
+    -- Events at the same instant are peers (default RANGE frame): they all see the concurrency
+    -- after every one of them, and only the last has a segment of non-zero length.
+    segments AS (
+        SELECT robot_id, t, sum(d) OVER w AS n, lead(t) OVER w AS t_next, max(hour) OVER w AS hour
+        FROM events
+        WINDOW w AS (PARTITION BY robot_id COLLATE "C" ORDER BY t)
+    ),
+    by_n AS (
+        SELECT robot_id, hour, n::int AS n, sum(extract(epoch FROM t_next - t))::float8 AS seconds
+        FROM segments WHERE n > 0 AND t_next IS NOT NULL AND t_next > t
+        GROUP BY robot_id, hour, n
+    ),
+    levels AS (
+        SELECT robot_id, hour, k, sum(seconds) AS seconds
+        FROM by_n, generate_series(1, n) AS k
+        GROUP BY robot_id, hour, k
+    ),
+    level_arrays AS (
+        SELECT robot_id, hour, array_agg(seconds ORDER BY k) AS busy FROM levels GROUP BY robot_id, hour
+    ),
+    busy AS (
+        SELECT o.robot_id, o.hour, coalesce(l.busy, '{{}}') AS busy
+        FROM (SELECT DISTINCT robot_id, hour FROM overlapped) o
+        LEFT JOIN level_arrays l ON l.robot_id = o.robot_id AND l.hour = o.hour
+    ),
+    keyed AS (
+        SELECT robot_id, hour, ik, sk FROM overlapped
+        UNION
+        SELECT robot_id, hour, ik, sk FROM finished
+    ),
+    ins_keys AS (
+        INSERT INTO {KEYS} (hour, robot_id, id_keys, state_keys)
+        SELECT hour, robot_id, array_agg(ik ORDER BY ik, sk), array_agg(sk ORDER BY ik, sk)
+        FROM keyed GROUP BY hour, robot_id
+        RETURNING 1
+    )
+    INSERT INTO {HOURLY} (hour, robot_id, completed, failed, busy, max_dur)
+    SELECT coalesce(c.hour, b.hour), coalesce(c.robot_id, b.robot_id),
+           coalesce(c.completed, 0), coalesce(c.failed, 0), b.busy, c.max_dur
+    FROM counts c FULL JOIN busy b ON b.robot_id = c.robot_id AND b.hour = c.hour
+    """
+
+
+def _recompute(conn: Connection, a: datetime, b: datetime, robot_ids: list[str] | None = None) -> None:
+    """Replace the rows of hours [a, b) (of every robot, or of `robot_ids`) by fresh ones."""
+    if b <= a:
+        return
+    params = {"a": a, "b": b}
+    rf = ""
+    if robot_ids is not None:
+        params["ids"] = list(robot_ids)
+        rf = "AND robot_id = ANY(CAST(:ids AS text[]))"
+    for table in (HOURLY, KEYS):
+        conn.execute(sa.text(f"DELETE FROM {table} WHERE hour >= :a AND hour < :b {rf}"), params)
+    conn.execute(sa.text(_compute_sql(robot_ids is not None)), params)
+
+
+# The robot-hours before :r1 that no longer match the jobs (see the module docstring, step 3).
+_DIRTY_SQL = f"""
+WITH cand AS (
+    SELECT DISTINCT ON (ik) * FROM (
+        SELECT {_ID_HASH} AS ik, {_STATE_HASH} AS sk, j.robot_id::text AS robot_id,
+               -- occupies its robot (the utilization definition's intervals) from started_at to ended
+               CASE WHEN j.completed_at IS NOT NULL OR j.status = 'running' THEN j.started_at END AS started_at,
+               coalesce(j.completed_at, CAST(:r1 AS timestamptz)) AS ended
+        FROM job_queue j
+        WHERE j.completed_at >= CAST(:r1 AS timestamptz)
+           OR j.status = 'running' OR (j.status = 'pending' AND j.retry_count > 0)
+        UNION ALL
+        SELECT hashtextextended(d.original_job_id::text, 0), NULL::bigint, NULL::text, NULL::timestamptz,
+               NULL::timestamptz
+        FROM {{dlq}} d
+        WHERE d.original_job_id IS NOT NULL AND d.created_at >= CAST(:lo AS timestamptz)
+    ) c
+    ORDER BY ik, sk NULLS LAST
+),
+stale AS (
+    SELECT k.robot_id, k.hour
+    FROM {KEYS} k
+    CROSS JOIN LATERAL unnest(k.id_keys, k.state_keys) AS u(ik, sk)
+    JOIN cand c ON c.ik = u.ik
+    WHERE k.hour < CAST(:r1 AS timestamptz)
+      AND k.id_keys && (SELECT array_agg(ik) FROM cand)
+      AND u.sk IS DISTINCT FROM c.sk
+),
+missing AS (
+    SELECT c.robot_id, g.h AS hour
+    FROM cand c,
+         generate_series(date_bin('1 hour', greatest(c.started_at, CAST(:lo AS timestamptz)), {_ORIGIN}),
+                         least(c.ended, CAST(:r1 AS timestamptz)) - interval '1 microsecond',
+                         interval '1 hour') AS g(h)
+    WHERE c.robot_id IS NOT NULL AND c.started_at IS NOT NULL
+      AND c.started_at < CAST(:r1 AS timestamptz) AND c.ended > CAST(:lo AS timestamptz)
+      AND NOT EXISTS (
+          SELECT 1 FROM {KEYS} k, unnest(k.id_keys, k.state_keys) AS u(ik, sk)
+          WHERE k.hour = g.h AND k.robot_id = c.robot_id AND u.ik = c.ik AND u.sk = c.sk)
+)
+SELECT robot_id, hour FROM (SELECT * FROM stale UNION SELECT * FROM missing) d
+ORDER BY hour DESC, robot_id LIMIT {MAX_DIRTY}
+"""
+
+
+def _dirty(conn: Connection, lo: datetime, r1: datetime) -> pd.DataFrame:
+    dlq = conn.execute(sa.text("SELECT to_regclass('job_queue_dlq') IS NOT NULL")).scalar()
+    source = "job_queue_dlq" if dlq else "(SELECT NULL::uuid AS original_job_id, NULL::timestamptz AS created_at)"
+    result = conn.execute(sa.text(_DIRTY_SQL.replace("{dlq}", source)), {"lo": lo, "r1": r1})
+    return pd.DataFrame(result.fetchall(), columns=["robot_id", "hour"])
+
+
+def refresh(engine: Engine, *, now: datetime | None = None) -> dict:
+    """Bring the rollup up to date (see the module docstring). Returns what it did:
+    ``{"skipped": "locked"}`` when another process is refreshing, else ``backfilled`` (bool),
+    ``lo``, ``watermark``, ``recomputed`` ([from, to) of the recheck range), ``dirty`` (robot-hours
+    recomputed outside it) and ``seconds``. `now` is for tests (default: the database's now())."""
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text("SET LOCAL statement_timeout = 0"))
+            if not conn.execute(sa.text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": _LOCK_KEY}).scalar():
+                return {"skipped": "locked"}
+            started = conn.execute(sa.text("SELECT clock_timestamp()")).scalar()
+            if now is None:
+                now = conn.execute(sa.text("SELECT now()")).scalar()
+            present = conn.execute(sa.text("SELECT to_regclass(:s) IS NOT NULL AND to_regclass(:h) IS NOT NULL "
+                                           "AND to_regclass(:k) IS NOT NULL"),
+                                   {"s": STATE, "h": HOURLY, "k": KEYS}).scalar()
+            if not present:
+                ensure_tables(conn)
+            state = conn.execute(sa.text(f"SELECT version, lo, watermark FROM {STATE} WHERE id = 1 FOR UPDATE")
+                                 ).mappings().first()
+            target_lo = _floor_hour(now - RETENTION)
+            watermark = _floor_hour(now - LAG)
+            out = {"backfilled": False, "dirty": 0}
+            if state is None or state["version"] != VERSION or state["watermark"] <= target_lo:
+                # From scratch: every hour of the retention window in one pass.
+                conn.execute(sa.text(f"DELETE FROM {HOURLY}"))
+                conn.execute(sa.text(f"DELETE FROM {KEYS}"))
+                _recompute(conn, target_lo, watermark)
+                out.update(backfilled=True, recomputed=(target_lo, watermark))
+                lo = target_lo
+            else:
+                lo, old = max(state["lo"], target_lo), state["watermark"]
+                r1 = max(lo, min(old, watermark) - RECHECK)
+                dirty = _dirty(conn, lo, r1)
+                for (a, b), robots in _ranges(dirty).items():
+                    _recompute(conn, a, b, robots)
+                _recompute(conn, r1, watermark)
+                conn.execute(sa.text(f"DELETE FROM {HOURLY} WHERE hour < :lo"), {"lo": lo})
+                conn.execute(sa.text(f"DELETE FROM {KEYS} WHERE hour < :lo"), {"lo": lo})
+                out.update(recomputed=(r1, watermark), dirty=len(dirty))
+            conn.execute(
+                sa.text(f"INSERT INTO {STATE} (id, version, lo, watermark, refreshed_at) "
+                        "VALUES (1, :v, :lo, :w, now()) ON CONFLICT (id) DO UPDATE SET version = EXCLUDED.version, "
+                        "lo = EXCLUDED.lo, watermark = EXCLUDED.watermark, refreshed_at = EXCLUDED.refreshed_at"),
+                {"v": VERSION, "lo": lo, "w": watermark})
+            elapsed = conn.execute(sa.text("SELECT extract(epoch FROM clock_timestamp() - :t)::float8"),
+                                   {"t": started}).scalar()
+            out.update(lo=lo, watermark=watermark, seconds=round(float(elapsed), 3))
+            return out
+    except _UNAVAILABLE as exc:
+        raise _translate(exc, engine) from exc
+
+
+def _ranges(dirty: pd.DataFrame) -> dict[tuple[datetime, datetime], list[str]]:
+    """Dirty robot-hours grouped into (hour range -> robots) for as few statements as possible:
+    each robot's run of consecutive hours is one range; robots with the same range share it."""
+    out: dict[tuple[datetime, datetime], list[str]] = {}
+    if dirty.empty:
+        return out
+    for robot_id, hours in dirty.groupby("robot_id")["hour"]:
+        hours = sorted(pd.Timestamp(h).to_pydatetime() for h in hours)
+        start = prev = hours[0]
+        for h in hours[1:] + [None]:
+            if h is not None and h == prev + HOUR:
+                prev = h
+                continue
+            out.setdefault((start, prev + HOUR), []).append(str(robot_id))
+            if h is not None:
+                start = prev = h
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class Coverage:
+    lo: datetime
+    watermark: datetime
+
+
+def coverage(conn: Connection) -> Coverage | None:
+    """The hours the rollup holds, or None before the first refresh."""
+    present = conn.execute(sa.text("SELECT to_regclass(:s) IS NOT NULL AND to_regclass(:h) IS NOT NULL"),
+                           {"s": STATE, "h": HOURLY}).scalar()
+    if not present:
+        return None
+    row = conn.execute(sa.text(f"SELECT version, lo, watermark FROM {STATE} WHERE id = 1")).mappings().first()
+    if row is None or row["version"] != VERSION or row["watermark"] <= row["lo"]:
+        return None
+    return Coverage(row["lo"], row["watermark"])
+
+
+def _merge(intervals: list[tuple[datetime, datetime | None]]) -> list[tuple[datetime, datetime | None]]:
+    """Union of [a, b) intervals (b None = unbounded) as sorted disjoint intervals."""
+    items = sorted((a, b) for a, b in intervals if b is None or b > a)
+    out: list[tuple[datetime, datetime | None]] = []
+    for a, b in items:
+        if out and (out[-1][1] is None or a <= out[-1][1]):
+            last_a, last_b = out[-1]
+            out[-1] = (last_a, None if (last_b is None or b is None) else max(last_b, b))
+        else:
+            out.append((a, b))
+    return out
+
+
+def work_stats_sql(cov: Coverage, now: datetime, today_start: datetime, dmax_s: float,
+                   max_robots: int) -> tuple[str, dict]:
+    """The robot_work_stats query from the rollup plus the raw edges (see the module docstring).
+
+    Same columns and values as the raw query in data.robots; `dmax_s` is max(max_dur) of the
+    rollup hours of the utilization window (work_stats reads it first)."""
+    week_ago, day_ago = now - timedelta(days=7), now - timedelta(hours=24)
+    w = cov.watermark
+    rt0 = max(_ceil_hour(today_start), cov.lo)    # today's rollup hours: [rt0, w)
+    rb0 = max(_ceil_hour(week_ago), cov.lo)       # 7 days' rollup hours: [rb0, w)
+    c0 = max(_ceil_hour(day_ago), cov.lo)         # 24 h utilization's rollup hours: [c0, w)
+    rt0, rb0, c0 = min(rt0, w), min(rb0, w), min(c0, w)
+    params: dict = {"now": now, "t": today_start, "b7": week_ago, "s": day_ago, "w": w,
+                    "rt0": rt0, "rb0": rb0, "c0": c0, "dmax": float(dmax_s)}
+
+    # Raw rows for the counts: what the two count windows hold outside their rollup hours.
+    raw_ranges = _merge([(week_ago, rb0), (today_start, rt0), (w, None)])
+    conds = []
+    for i, (a, b) in enumerate(raw_ranges):
+        params[f"ra{i}"] = a
+        if b is None:
+            conds.append(f"j.completed_at >= :ra{i}")
+        else:
+            params[f"rb{i}"] = b
+            conds.append(f"(j.completed_at >= :ra{i} AND j.completed_at < :rb{i})")
+    raw_where = " OR ".join(conds) or "false"
+    in_roll_t = "(j.completed_at >= :rt0 AND j.completed_at < :w)"
+    in_roll_7 = "(j.completed_at >= :rb0 AND j.completed_at < :w)"
+
+    sql = f"""
+    WITH caps AS (
+        SELECT r.robot_id::text AS robot_id, greatest(coalesce(r.max_concurrent_jobs, 1), 1) AS capacity
+        FROM robots r LIMIT {int(max_robots)}
+    ),
+    raw_counts AS (
+        SELECT j.robot_id::text AS robot_id,
+               count(*) FILTER (WHERE j.status = 'completed' AND j.completed_at >= :t AND NOT {in_roll_t}) AS ct,
+               count(*) FILTER (WHERE j.status = 'failed' AND j.completed_at >= :t AND NOT {in_roll_t}) AS ft,
+               count(*) FILTER (WHERE j.status = 'completed' AND j.completed_at >= :b7 AND NOT {in_roll_7}) AS c7,
+               count(*) FILTER (WHERE j.completed_at >= :b7 AND NOT {in_roll_7}) AS f7
+        FROM job_queue j
+        WHERE ({raw_where}) AND j.status IN ('completed', 'failed') AND j.robot_id IS NOT NULL
+        GROUP BY 1
+    ),
+    roll_counts AS (
+        SELECT robot_id,
+               coalesce(sum(completed) FILTER (WHERE hour >= :rt0), 0) AS ct,
+               coalesce(sum(failed) FILTER (WHERE hour >= :rt0), 0) AS ft,
+               sum(completed) AS c7, sum(completed + failed) AS f7
+        FROM {HOURLY} WHERE hour >= :rb0 AND hour < :w
+        GROUP BY 1
+    ),
+    finished AS (
+        SELECT robot_id, sum(ct) AS completed_today, sum(ft) AS failed_today,
+               sum(c7) AS completed_7d, sum(f7) AS finished_7d
+        FROM (SELECT * FROM raw_counts UNION ALL SELECT * FROM roll_counts) x
+        GROUP BY 1 HAVING sum(f7) > 0
+    ),
+    -- Utilization: the rollup hours [c0, w), the raw job intervals in [s, c0) and [w, now).
+    raw_jobs AS (
+        SELECT j.robot_id::text AS robot_id, j.started_at AS s0, j.completed_at AS e0
+        FROM job_queue j
+        WHERE j.completed_at > :s AND j.completed_at <= :c0 AND j.started_at < :now AND j.robot_id IS NOT NULL
+        UNION ALL
+        SELECT j.robot_id::text, j.started_at, j.completed_at
+        FROM job_queue j
+        WHERE j.completed_at > :c0 AND j.completed_at < :w
+          AND j.started_at >= CAST(:c0 AS timestamptz) - make_interval(secs => :dmax) AND j.started_at < :c0
+          AND j.robot_id IS NOT NULL
+        UNION ALL
+        SELECT j.robot_id::text, j.started_at, j.completed_at
+        FROM job_queue j
+        WHERE j.completed_at >= :w AND j.completed_at > :s AND j.started_at < :now AND j.robot_id IS NOT NULL
+        UNION ALL
+        SELECT j.robot_id::text, j.started_at, CAST(:now AS timestamptz)
+        FROM job_queue j
+        WHERE j.status = 'running' AND j.completed_at IS NULL AND j.started_at < :now AND j.robot_id IS NOT NULL
+    ),
+    pieces AS (
+        SELECT robot_id, greatest(s0, :s) AS s, least(e0, :c0, :now) AS e FROM raw_jobs
+        UNION ALL
+        SELECT robot_id, greatest(s0, :w), least(e0, :now) FROM raw_jobs
+    ),
+    events AS (
+        SELECT robot_id, s AS t, 1 AS d FROM pieces WHERE e > s
+        UNION ALL
+        SELECT robot_id, e, -1 FROM pieces WHERE e > s
+    ),
+    segments AS (
+        SELECT robot_id, t, sum(d) OVER w AS n, lead(t) OVER w AS t_next
+        FROM events WINDOW w AS (PARTITION BY robot_id COLLATE "C" ORDER BY t)
+    ),
+    -- busy[1] + ... + busy[capacity]: seconds at concurrency capped at capacity (1 without a robots row).
+    roll_busy AS (
+        SELECT h.robot_id,
+               sum(CASE WHEN coalesce(c.capacity, 1) = 1 THEN coalesce(h.busy[1], 0)
+                        ELSE (SELECT coalesce(sum(v), 0) FROM unnest(h.busy[1:c.capacity]) AS l(v)) END
+                  )::float8 AS busy_seconds
+        FROM {HOURLY} h LEFT JOIN caps c USING (robot_id)
+        WHERE h.hour >= :c0 AND h.hour < :w AND h.busy IS NOT NULL
+        GROUP BY h.robot_id
+    ),
+    robots_all AS (
+        SELECT robot_id, capacity FROM caps
+        UNION ALL
+        SELECT robot_id, 1 FROM (SELECT robot_id FROM raw_jobs UNION SELECT robot_id FROM roll_busy) ran
+        WHERE robot_id NOT IN (SELECT robot_id FROM caps)
+    ),
+    busy AS (
+        SELECT s.robot_id, sum(least(s.n, ra.capacity) * extract(epoch FROM s.t_next - s.t))::float8 AS busy_seconds
+        FROM segments s JOIN robots_all ra USING (robot_id)
+        WHERE s.n > 0 AND s.t_next IS NOT NULL
+        GROUP BY s.robot_id
+        UNION ALL
+        SELECT robot_id, busy_seconds FROM roll_busy
+    ),
+    util AS (
+        SELECT ra.robot_id,
+               (coalesce(b.busy_seconds, 0)
+                / nullif(ra.capacity * extract(epoch FROM CAST(:now AS timestamptz) - CAST(:s AS timestamptz)), 0)
+               )::float8 AS utilization
+        FROM robots_all ra
+        LEFT JOIN (SELECT robot_id, sum(busy_seconds) AS busy_seconds FROM busy GROUP BY 1) b USING (robot_id)
+    )
+    SELECT coalesce(u.robot_id, f.robot_id) AS robot_id,
+           coalesce(f.completed_today, 0)::bigint AS completed_today,
+           coalesce(f.failed_today, 0)::bigint AS failed_today,
+           coalesce(f.completed_7d, 0)::bigint AS completed_7d, coalesce(f.finished_7d, 0)::bigint AS finished_7d,
+           (f.completed_7d::float8 / nullif(f.finished_7d, 0)) AS success_rate_7d,
+           coalesce(u.utilization, 0)::float8 AS utilization_24h
+    FROM util u FULL JOIN finished f ON f.robot_id = u.robot_id
+    ORDER BY 1
+    LIMIT {int(max_robots) * 2}
+    """
+    return sql, params
+
+
+def work_stats(engine: Engine, tz: str, max_robots: int) -> pd.DataFrame | None:
+    """robot_work_stats() from the rollup, or None when the rollup has not run yet (or does not
+    cover the window), in which case the caller reads the raw rows. One REPEATABLE READ
+    transaction: the state and the rows it describes are read from one snapshot."""
+    try:
+        with engine.connect() as conn:
+            conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                cov = coverage(conn)
+                if cov is None:
+                    return None
+                row = conn.execute(sa.text(
+                    "SELECT now() AS now, date_trunc('day', now() AT TIME ZONE :tz) AT TIME ZONE :tz AS today"),
+                    {"tz": tz}).mappings().first()
+                now, today = row["now"], row["today"]
+                if now - cov.watermark > timedelta(hours=6) or cov.lo > _ceil_hour(now - timedelta(days=7)):
+                    return None  # stale or partial: the raw rows are cheaper than a long edge
+                c0 = min(max(_ceil_hour(now - timedelta(hours=24)), cov.lo), cov.watermark)
+                dmax = conn.execute(sa.text(f"SELECT coalesce(max(max_dur), 0) FROM {HOURLY} "
+                                            "WHERE hour >= :c0 AND hour < :w"), {"c0": c0, "w": cov.watermark}
+                                    ).scalar()
+                sql, params = work_stats_sql(cov, now, today, max(float(dmax or 0), 0.0), max_robots)
+                result = conn.execute(sa.text(sql), params)
+                return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+    except _UNAVAILABLE as exc:
+        raise _translate(exc, engine) from exc
