@@ -7,7 +7,7 @@ import plotly.graph_objects as go
 from dash import dcc, html
 
 from components import format as fmt
-from components.links import executions_link, job_link, robot_link
+from components.links import executions_link, job_link
 from components.theme import (
     JOB_STATUS_COLORS, JOB_STATUS_SYMBOLS, ROBOT_STATUS_COLORS, ROBOT_STATUS_LABELS,
     ROBOT_STATUS_SYMBOLS, empty_figure, template,
@@ -52,43 +52,55 @@ def kpi_tiles(k: dict, oldest_pending_warn_s: float = 600) -> list:
     ]
 
 
-def robot_cell(row, tz: str) -> html.A:
-    status = row["status"]
-    job = row["current_workflow"] if isinstance(row["current_workflow"], str) else None
-    hover = (
-        f'{row["name"]} ({row["hostname"] or "no hostname"}) — {ROBOT_STATUS_LABELS.get(status, status)}\n'
-        f'Last heartbeat: {fmt.ago(row["heartbeat_age_s"])} ({fmt.local_time(row["last_heartbeat"], tz)})\n'
-        f'Current job: {job or "none"}'
-    )
-    return html.A(
-        [
-            html.Span(ROBOT_STATUS_SYMBOLS.get(status, "?"), className="robot-symbol", **{"aria-hidden": "true"}),
-            html.Span(row["name"], className="robot-name"),
-            html.Span(ROBOT_STATUS_LABELS.get(status, status), className="robot-status"),
-        ],
-        href=robot_link(row["robot_id"]),
-        title=hover,
-        className=f"robot-cell robot-{status}",
-        style={"--status-color": ROBOT_STATUS_COLORS.get(status, "#8C8C8C")},
-    )
-
-
-def robot_grid(robots: pd.DataFrame, tz: str) -> html.Div:
-    """One cell per robot, grouped by environment; status in text, symbol and colour."""
-    if robots.empty:
-        return html.Div("No robots registered.", className="text-muted")
-    groups = []
-    for env, part in robots.groupby("environment", sort=True, dropna=False):
-        groups.append(html.Div([
-            html.Div(f"{env if isinstance(env, str) else 'default'} · {len(part)} robots", className="grid-env"),
-            html.Div([robot_cell(r, tz) for _, r in part.iterrows()], className="robot-grid"),
-        ]))
-    legend = html.Div(
+def grid_legend() -> html.Div:
+    """What the robot grid's symbols and colours mean."""
+    return html.Div(
         [html.Span([html.Span(ROBOT_STATUS_SYMBOLS[s], style={"color": c}), f" {ROBOT_STATUS_LABELS[s]}"],
                    className="legend-item") for s, c in ROBOT_STATUS_COLORS.items()],
         className="grid-legend",
     )
-    return html.Div([legend, *groups])
+
+
+def _local_times(stamps: pd.Series, tz: str) -> list[str]:
+    """fmt.local_time for a whole column at once ('—' where missing)."""
+    ts = pd.to_datetime(stamps, utc=True)
+    text = ts.dt.tz_convert(tz).dt.strftime("%Y-%m-%d %H:%M:%S UTC%z").str.replace("UTC+0000", "UTC", regex=False)
+    return text.where(ts.notna(), "—").tolist()
+
+
+def robot_grid_data(robots: pd.DataFrame, tz: str) -> dict:
+    """The robot status grid as compact data, drawn in the browser (assets/overview.js).
+
+    One group per environment (sorted, robots without one last as 'default'), each robot a row
+    [robot_id, name, status, hostname, last heartbeat (Unix seconds or None), last heartbeat in
+    the viewer's zone, current workflow]; `styles` maps a status to [symbol, label, colour]. The
+    browser makes one cell per robot with the status in text, symbol and colour, and the heartbeat
+    age in its tooltip. A thousand robots are about 100 KB of data, not a tree of 4,000 components.
+    """
+    styles = {s: [ROBOT_STATUS_SYMBOLS.get(s, "?"), ROBOT_STATUS_LABELS.get(s, s), c]
+              for s, c in ROBOT_STATUS_COLORS.items()}
+    if robots.empty:
+        return {"styles": styles, "groups": [], "total": 0}
+    frame = robots.reset_index(drop=True)
+    heartbeat = pd.to_datetime(frame["last_heartbeat"], utc=True)
+    seconds = (heartbeat - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
+    epoch = [None if pd.isna(v) else int(v // 1) for v in seconds]
+    local = _local_times(frame["last_heartbeat"], tz)
+
+    def text(value):
+        return value if isinstance(value, str) else None
+
+    rows = [[str(rid), str(name), str(status), text(host), None if e is None else int(e), loc, text(job)]
+            for rid, name, status, host, e, loc, job in zip(
+                frame["robot_id"], frame["name"], frame["status"], frame["hostname"], epoch, local,
+                frame["current_workflow"])]
+    for status in frame["status"].unique():
+        styles.setdefault(str(status), ["?", str(status), "#8C8C8C"])
+    groups = []
+    envs = frame["environment"].where(frame["environment"].map(lambda v: isinstance(v, str)), None)
+    for env, index in frame.groupby(envs, sort=True, dropna=False).groups.items():
+        groups.append({"env": env if isinstance(env, str) else "default", "robots": [rows[i] for i in index]})
+    return {"styles": styles, "groups": groups, "total": len(rows)}
 
 
 def queue_figure(series: pd.DataFrame, tz: str, theme: str | None = None) -> go.Figure:
