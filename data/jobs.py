@@ -7,7 +7,10 @@ one by one) and every query is bounded:
   for the duration sort), never OFFSET, so page 1 and page 5,000 cost the same;
 - counts stop at COUNT_CAP + 1 rows ("more than 10,000", with the planner's estimate);
 - the summary covers at most SUMMARY_CAP jobs of the filtered set (the newest ones), and says so;
-- one job's neighbours and its workflow's percentiles read a bounded index range.
+- one job's neighbours and its workflow's percentiles read a bounded index range;
+- a text search in error messages uses a trigram index where the server has one; without it,
+  the search reads at most the newest SEARCH_SCAN_CAP jobs with an error message in the time
+  range (the partial index fm_job_error_created), and says since when it searched (search_scope).
 
 Filters come from the URL (the contract in components/links.py) through ``parse_filters``, a
 pure function that never raises: malformed values become human-readable problems and are
@@ -49,6 +52,9 @@ COUNT_CAP = 10_000  # exact count up to this many jobs; "more than 10,000" beyon
 SUMMARY_CAP = 50_000  # the summary covers at most the newest 50,000 jobs of the filtered set
 EXPORT_ROW_CAP = 100_000  # a CSV export holds at most this many rows
 EXPORT_CHUNK = 2_000
+# Without a trigram index, a text search reads the messages of at most this many jobs with an error
+# message: the newest ones of the time range. What was searched is reported with the results.
+SEARCH_SCAN_CAP = 100_000
 COMPARISON_RUNS = 1_000  # a job's duration is compared with its workflow's last 1,000 finished runs
 
 RANGES = {"1h": "1 hour", "24h": "24 hours", "7d": "7 days", "30d": "30 days", "90d": "90 days"}
@@ -270,8 +276,32 @@ def _aware(value: datetime, tz: str) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=ZoneInfo(safe_tz(tz)))
 
 
-def filter_sql(filters: JobFilters, tz: str = "UTC", alias: str = "j") -> tuple[list[str], dict]:
-    """WHERE conditions (AND-ed) and bound parameters for the filters, on job_queue alias `alias`."""
+def _range_sql(filters: JobFilters, tz: str, a: str) -> tuple[list[str], dict]:
+    """WHERE conditions for the filters' time range alone (created_at)."""
+    where: list[str] = []
+    params: dict[str, Any] = {}
+    if filters.range in RANGES:
+        where.append(f"{a}.created_at >= now() - CAST(:f_span AS interval)")
+        params["f_span"] = RANGES[filters.range]
+    elif filters.range == "today":
+        where.append(f"{a}.created_at >= date_trunc('day', now() AT TIME ZONE :f_tz) AT TIME ZONE :f_tz")
+        params["f_tz"] = safe_tz(tz)
+    elif filters.range == "custom":
+        if filters.start is not None:
+            where.append(f"{a}.created_at >= :f_start")
+            params["f_start"] = _aware(filters.start, tz)
+        if filters.end is not None:
+            where.append(f"{a}.created_at < :f_end")
+            params["f_end"] = _aware(filters.end, tz)
+    return where, params
+
+
+def filter_sql(filters: JobFilters, tz: str = "UTC", alias: str = "j", *,
+               search_since: datetime | None = None) -> tuple[list[str], dict]:
+    """WHERE conditions (AND-ed) and bound parameters for the filters, on job_queue alias `alias`.
+
+    `search_since` (from search_scope) limits a text search to jobs created at or after it.
+    """
     a = alias
     where: list[str] = []
     params: dict[str, Any] = {}
@@ -295,28 +325,117 @@ def filter_sql(filters: JobFilters, tz: str = "UTC", alias: str = "j") -> tuple[
     if filters.environment:
         where.append(f"{a}.environment = :f_env")
         params["f_env"] = filters.environment
-    if filters.range in RANGES:
-        where.append(f"{a}.created_at >= now() - CAST(:f_span AS interval)")
-        params["f_span"] = RANGES[filters.range]
-    elif filters.range == "today":
-        where.append(f"{a}.created_at >= date_trunc('day', now() AT TIME ZONE :f_tz) AT TIME ZONE :f_tz")
-        params["f_tz"] = safe_tz(tz)
-    elif filters.range == "custom":
-        if filters.start is not None:
-            where.append(f"{a}.created_at >= :f_start")
-            params["f_start"] = _aware(filters.start, tz)
-        if filters.end is not None:
-            where.append(f"{a}.created_at < :f_end")
-            params["f_end"] = _aware(filters.end, tz)
+    range_where, range_params = _range_sql(filters, tz, a)
+    where += range_where
+    params.update(range_params)
     if filters.error_type:
         # Backed by the expression index fm_job_error_type (same expression, ordered by
         # created_at, id), which also gives the planner statistics on error types.
         where.append(f"{a}.error_message IS NOT NULL AND {error_type_sql(f'{a}.error_message')} = :f_etype")
         params["f_etype"] = filters.error_type
     if filters.q:
-        where.append(f"{a}.error_message ILIKE :f_q ESCAPE '\\'")
+        # 'IS NOT NULL' lets the planner use the partial index fm_job_error_created (jobs with a message).
+        where.append(f"{a}.error_message IS NOT NULL AND {a}.error_message ILIKE :f_q ESCAPE '\\'")
         params["f_q"] = f"%{escape_like(filters.q)}%"
+        if search_since is not None:
+            where.append(f"{a}.created_at >= :f_search_since")
+            params["f_search_since"] = search_since
     return where, params
+
+
+# ---------------------------------------------------------------------------------------------
+# Text search: what it reads
+# ---------------------------------------------------------------------------------------------
+_TRIGRAM_WORD = re.compile(r"[^\W_]{3}")
+
+
+def has_trigram_index(engine: Engine) -> bool:
+    """Whether job_queue has a valid trigram index (pg_trgm, GIN or GiST) on error_message itself,
+    whatever its name (data/schema.py creates fm_job_error_trgm where the server offers pg_trgm)."""
+    row = read_row(engine, """
+        SELECT EXISTS (
+            SELECT 1 FROM pg_index i
+            JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attname = 'error_message'
+            JOIN pg_opclass oc ON oc.oid = ANY (i.indclass::oid[])
+            WHERE i.indrelid = to_regclass('job_queue') AND i.indisvalid AND i.indisready
+              AND i.indpred IS NULL AND a.attnum = ANY (i.indkey::int2[])
+              AND oc.opcname IN ('gin_trgm_ops', 'gist_trgm_ops')
+        ) AS found""")
+    return bool(row and row["found"])
+
+
+def search_scope(engine: Engine, filters: JobFilters, tz: str = "UTC", cap: int = SEARCH_SCAN_CAP) -> dict | None:
+    """What a text search in error messages reads, or None without a search text.
+
+    With a trigram index (and a search text that has three letters or digits in a row, which the
+    index can use) every message in the filters' time range is searched. Without one, the search
+    reads the messages of at most the newest `cap` jobs with an error message in the time range
+    (other filters narrow the results, not what is read, so the cost is bounded whatever they
+    are): ``since`` is then the creation time from which jobs were searched, and jobs created
+    before it (in the time range) were not.
+
+    Returns ``{"text", "method": "trigram index" | "newest jobs", "complete": bool, "since":
+    datetime | None, "cap": int | None}``; ``complete`` is True when every job with an error
+    message in the time range was searched.
+    """
+    if not filters.q:
+        return None
+    if _TRIGRAM_WORD.search(filters.q) and has_trigram_index(engine):
+        return {"text": filters.q, "method": "trigram index", "complete": True, "since": None, "cap": None}
+    cap = max(1, int(cap))
+    where, params = _range_sql(filters, tz, "j")
+    conds = " AND ".join(["j.error_message IS NOT NULL", *where])
+    # The cap-th newest job with a message (an index-only walk of fm_job_error_created), and
+    # whether any job with a message is older than it.
+    row = read_row(engine, f"""
+        WITH edge AS (
+            SELECT j.created_at FROM job_queue j WHERE {conds}
+            ORDER BY j.created_at DESC, j.id DESC OFFSET :skip LIMIT 1
+        )
+        SELECT edge.created_at AS since,
+               EXISTS (SELECT 1 FROM job_queue j WHERE {conds} AND j.created_at < edge.created_at) AS older
+        FROM edge""", {**params, "skip": cap - 1})
+    if row is None or not row["older"]:
+        return {"text": filters.q, "method": "newest jobs", "complete": True, "since": None, "cap": cap}
+    since = pd.Timestamp(row["since"]).to_pydatetime()
+    return {"text": filters.q, "method": "newest jobs", "complete": False, "since": since, "cap": cap}
+
+
+def window_start(filters: JobFilters, tz: str = "UTC", now: datetime | None = None) -> datetime | None:
+    """Where the filters' time range starts (None: any time), as filter_sql reads it at `now`."""
+    now = now or datetime.now(timezone.utc)
+    if filters.range in RANGES:
+        amount, unit = RANGES[filters.range].split()
+        return now - timedelta(**{unit if unit.endswith("s") else unit + "s": int(amount)})
+    if filters.range == "today":
+        local = now.astimezone(ZoneInfo(safe_tz(tz)))
+        return local.replace(hour=0, minute=0, second=0, microsecond=0)
+    if filters.range == "custom" and filters.start is not None:
+        return _aware(filters.start, tz)
+    return None
+
+
+def older_search_query(filters: JobFilters, search: dict | None, tz: str = "UTC",
+                       now: datetime | None = None) -> dict[str, str] | None:
+    """The URL query that searches the jobs a limited search did not read: the same filters with
+    a custom range from the range's start to the search's `since` (exclusive). None when the
+    search read everything."""
+    if not search or search.get("complete") or search.get("since") is None:
+        return None
+    query = {k: v for k, v in filters.to_query().items() if k not in ("range", "from", "to")}
+    query["range"] = "custom"
+    start = window_start(filters, tz, now)
+    if start is not None:
+        query["from"] = start.isoformat()
+    query["to"] = search["since"].astimezone(timezone.utc).isoformat()
+    return query
+
+
+def _pinned_scope(filters: JobFilters, pinned: dict) -> dict:
+    """A search scope carried by a page cursor, so every page of one search reads the same jobs."""
+    since = pinned.get("since")
+    return {"text": filters.q, "method": pinned.get("method") or "newest jobs", "complete": since is None,
+            "since": since, "cap": pinned.get("cap")}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -391,9 +510,33 @@ def _decode_key(kind: str, value) -> Any:
     return uuid.UUID(str(value))
 
 
-def encode_cursor(sort: str, phase: int, keys: list) -> str:
-    raw = json.dumps({"s": sort, "p": phase, "k": keys}, separators=(",", ":")).encode()
+def encode_cursor(sort: str, phase: int, keys: list, search: dict | None = None) -> str:
+    """A page cursor; `search` (a search_scope) is carried along so later pages read the same jobs."""
+    data: dict[str, Any] = {"s": sort, "p": phase, "k": keys}
+    if search is not None:
+        since = search.get("since")
+        data["c"] = {"since": since.isoformat() if since is not None else None, "m": search.get("method"),
+                     "n": search.get("cap")}
+    raw = json.dumps(data, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _cursor_search(cursor: str | None) -> dict | None:
+    """The search scope a cursor (already checked by decode_cursor) carries, or None."""
+    if not cursor:
+        return None
+    try:
+        data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        pinned = data.get("c")
+        if not isinstance(pinned, dict):
+            return None
+        since = pinned.get("since")
+        since = _decode_key("ts", since) if since is not None else None
+        method = pinned.get("m") if pinned.get("m") in ("trigram index", "newest jobs") else None
+        cap = pinned.get("n") if isinstance(pinned.get("n"), int) and not isinstance(pinned.get("n"), bool) else None
+        return {"since": since, "method": method, "cap": cap}
+    except (ValueError, KeyError, TypeError, AttributeError, binascii.Error, UnicodeDecodeError, OverflowError):
+        raise ValueError("This page link is not valid any more; showing the first page.") from None
 
 
 def decode_cursor(cursor: str | None, sort: str) -> tuple[int, list] | None:
@@ -441,7 +584,7 @@ def _phase_query(phase: _Phase, where: list[str], params: dict, bound: list | No
     return sql, p
 
 
-def _row_cursor(sort: str, phase_index: int, row: Mapping) -> str:
+def _row_cursor(sort: str, phase_index: int, row: Mapping, search: dict | None = None) -> str:
     phase = _SORT_PHASES[sort][phase_index]
     values = []
     for kind in phase.kinds:
@@ -451,24 +594,38 @@ def _row_cursor(sort: str, phase_index: int, row: Mapping) -> str:
             values.append(_encode_key(kind, row["_k_duration"]))
         else:
             values.append(_encode_key(kind, row["_k_id"]))
-    return encode_cursor(sort, phase_index, values)
+    return encode_cursor(sort, phase_index, values, search)
+
+
+def _scope_for(engine: Engine, filters: JobFilters, tz: str, cursor: str | None, search_cap: int) -> dict | None:
+    """The search scope of a page: the one its cursor carries, else a new one."""
+    if not filters.q:
+        return None
+    pinned = _cursor_search(cursor)
+    if pinned is not None:
+        return _pinned_scope(filters, pinned)
+    return search_scope(engine, filters, tz, search_cap)
 
 
 def list_jobs(engine: Engine, filters: JobFilters, tz: str = "UTC", *, sort: str = DEFAULT_SORT,
-              after: str | None = None, before: str | None = None, limit: int = PAGE_SIZE) -> dict:
+              after: str | None = None, before: str | None = None, limit: int = PAGE_SIZE,
+              search_cap: int = SEARCH_SCAN_CAP) -> dict:
     """One page of the filtered job history, by keyset.
 
     `after` (the next, older page) and `before` (the previous page) are cursors from an earlier
     page. Returns ``{"jobs": DataFrame[JOB_COLUMNS], "next_cursor", "prev_cursor", "sort",
-    "limit"}``; a cursor is None when there is no page that way. Raises ValueError (with a
-    message fit to show) for a malformed cursor.
+    "limit", "search"}``; a cursor is None when there is no page that way; ``search`` is what a
+    text search read (search_scope; None without one), fixed on page 1 and carried by the
+    cursors so every page of a search reads the same jobs. Raises ValueError (with a message fit
+    to show) for a malformed cursor.
     """
     sort = sort if sort in _SORT_PHASES else DEFAULT_SORT
     limit = max(1, min(int(limit), MAX_PAGE_SIZE))
     phases = _SORT_PHASES[sort]
-    where, params = filter_sql(filters, tz)
     forward = before is None
     position = decode_cursor(after if forward else before, sort)
+    search = _scope_for(engine, filters, tz, after if forward else before, search_cap)
+    where, params = filter_sql(filters, tz, search_since=search["since"] if search else None)
 
     frames: list[pd.DataFrame] = []
     got = 0
@@ -494,10 +651,10 @@ def list_jobs(engine: Engine, filters: JobFilters, tz: str = "UTC", *, sort: str
         rows = rows.iloc[::-1].reset_index(drop=True)
         if len(rows) < limit:
             # Fewer rows than a page before the cursor: this is the start; show a full first page.
-            return list_jobs(engine, filters, tz, sort=sort, limit=limit)
+            return list_jobs(engine, filters, tz, sort=sort, limit=limit, search_cap=search_cap)
 
     def cursor_of(row) -> str:
-        return _row_cursor(sort, int(row["_phase"]), row)
+        return _row_cursor(sort, int(row["_phase"]), row, search)
 
     if rows.empty:
         next_cursor = prev_cursor = None
@@ -513,7 +670,7 @@ def list_jobs(engine: Engine, filters: JobFilters, tz: str = "UTC", *, sort: str
             prev_cursor = cursor_of(first) if more else None
     jobs = rows.reindex(columns=JOB_COLUMNS) if not rows.empty else _empty_jobs()
     return {"jobs": jobs.reset_index(drop=True), "next_cursor": next_cursor, "prev_cursor": prev_cursor,
-            "sort": sort, "limit": limit}
+            "sort": sort, "limit": limit, "search": search}
 
 
 def _empty_jobs() -> pd.DataFrame:
@@ -521,16 +678,18 @@ def _empty_jobs() -> pd.DataFrame:
 
 
 def iter_jobs(engine: Engine, filters: JobFilters, tz: str = "UTC", *, sort: str = DEFAULT_SORT,
-              cap: int = EXPORT_ROW_CAP, chunk: int = EXPORT_CHUNK) -> Iterator[pd.DataFrame]:
+              cap: int = EXPORT_ROW_CAP, chunk: int = EXPORT_CHUNK,
+              search_cap: int = SEARCH_SCAN_CAP) -> Iterator[pd.DataFrame]:
     """The filtered set in `sort` order, as frames of up to `chunk` rows, at most `cap` rows.
 
     Each chunk is its own short keyset query, so no transaction stays open while a slow client
-    downloads.
+    downloads. A text search reads what the page's search reads (search_scope), fixed by the
+    first chunk.
     """
     left = cap
     cursor = None
     while left > 0:
-        page = list_jobs(engine, filters, tz, sort=sort, after=cursor, limit=min(chunk, left))
+        page = list_jobs(engine, filters, tz, sort=sort, after=cursor, limit=min(chunk, left), search_cap=search_cap)
         if not page["jobs"].empty:
             yield page["jobs"]
         left -= len(page["jobs"])
@@ -546,17 +705,20 @@ def _where_clause(where: list[str]) -> str:
     return ("WHERE " + " AND ".join(where)) if where else ""
 
 
-def count_jobs(engine: Engine, filters: JobFilters, tz: str = "UTC", cap: int = COUNT_CAP) -> dict:
+def count_jobs(engine: Engine, filters: JobFilters, tz: str = "UTC", cap: int = COUNT_CAP, *,
+               search_cap: int = SEARCH_SCAN_CAP) -> dict:
     """How many jobs match: exact up to `cap`, else ``more_than=cap`` and the planner's estimate.
 
-    Returns ``{"count": int | None, "exact": bool, "more_than": int | None, "estimate": int | None}``.
+    Returns ``{"count": int | None, "exact": bool, "more_than": int | None, "estimate": int | None,
+    "search": search_scope or None}``; with a text search the count covers the jobs it read.
     """
-    where, params = filter_sql(filters, tz)
+    search = search_scope(engine, filters, tz, search_cap)
+    where, params = filter_sql(filters, tz, search_since=search["since"] if search else None)
     inner = f"SELECT 1 FROM job_queue j {_where_clause(where)}"
     row = read_row(engine, f"SELECT count(*) AS n FROM ({inner} LIMIT :cap_plus) s", {**params, "cap_plus": cap + 1})
     n = int(row["n"])
     if n <= cap:
-        return {"count": n, "exact": True, "more_than": None, "estimate": None}
+        return {"count": n, "exact": True, "more_than": None, "estimate": None, "search": search}
     estimate = None
     plan = read_row(engine, f"EXPLAIN (FORMAT JSON) {inner}", params)
     try:
@@ -568,17 +730,19 @@ def count_jobs(engine: Engine, filters: JobFilters, tz: str = "UTC", cap: int = 
         estimate = None
     if estimate is not None and estimate <= cap:
         estimate = None  # a planner guess below what we counted says nothing
-    return {"count": None, "exact": False, "more_than": cap, "estimate": estimate}
+    return {"count": None, "exact": False, "more_than": cap, "estimate": estimate, "search": search}
 
 
-def job_summary(engine: Engine, filters: JobFilters, tz: str = "UTC", cap: int = SUMMARY_CAP) -> dict:
+def job_summary(engine: Engine, filters: JobFilters, tz: str = "UTC", cap: int = SUMMARY_CAP, *,
+                search_cap: int = SEARCH_SCAN_CAP) -> dict:
     """Counts by status and P50/P95 duration for the filtered set (its newest `cap` jobs at most).
 
     Durations cover the completed and failed jobs that ran (both timestamps), narrowed by the
     status filter; percentiles are linear (numpy's default). ``capped`` says whether the set had
-    more jobs than `cap`.
+    more jobs than `cap`; ``search`` is what a text search read (search_scope; None without one).
     """
-    where, params = filter_sql(filters, tz)
+    search = search_scope(engine, filters, tz, search_cap)
+    where, params = filter_sql(filters, tz, search_since=search["since"] if search else None)
     timed = "status IN ('completed', 'failed') AND started_at IS NOT NULL AND completed_at IS NOT NULL"
     dur = "(extract(epoch FROM completed_at - started_at) * 1000)::float8"
     status_counts = ",\n".join(f"count(*) FILTER (WHERE status = '{s}') AS n_{s}" for s in STATUSES)
@@ -609,6 +773,7 @@ def job_summary(engine: Engine, filters: JobFilters, tz: str = "UTC", cap: int =
         "p95_duration_ms": _float(row["p95"]),
         "average_duration_ms": _float(row["mean"]),
         "duration_covers": "completed and failed jobs that ran",
+        "search": search,
     }
 
 
@@ -1311,5 +1476,6 @@ __all__ = [
     "robot_options", "error_type_options", "parse_job_id", "job_detail", "dlq_entry", "neighbour_runs",
     "workflow_duration_comparison", "steps_from_result", "layout_steps", "dbos_tables", "dbos_steps",
     "decode_dbos_value", "job_story", "encode_cursor", "decode_cursor", "JOB_COLUMNS", "EXPORT_ROW_CAP",
-    "COUNT_CAP", "SUMMARY_CAP", "PAGE_SIZE", "SORTS", "STATUSES", "RANGES",
+    "COUNT_CAP", "SUMMARY_CAP", "PAGE_SIZE", "SORTS", "STATUSES", "RANGES", "search_scope", "has_trigram_index",
+    "SEARCH_SCAN_CAP", "window_start", "older_search_query",
 ]

@@ -323,7 +323,13 @@ class JobsQuery(QueryModel):
     to: Annotated[str, Field(max_length=40)] | None = Field(None, description="Custom window end (ISO 8601). Exclusive.")
     error_type: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")] | None = Field(
         None, description="Classified error type, e.g. TimeoutError.")
-    q: Annotated[str, Field(min_length=1, max_length=200)] | None = Field(None, description="Text in the error message.")
+    q: Annotated[str, Field(min_length=1, max_length=200)] | None = Field(
+        None, description=(
+            "Text in the error message (case-insensitive, literal: % and _ match themselves). Where the "
+            "database has a trigram index (pg_trgm) every job of the time range is searched; without one the "
+            f"search reads the newest {jobs.SEARCH_SCAN_CAP:,} jobs with an error message in the time range, "
+            "and older jobs are searched by choosing a time range that ends before them (range=custom, `to`). "
+            "The cursor keeps the same searched jobs from page to page."))
     sort: Literal[tuple(jobs.SORTS)] = Field("-created", description="-created (newest first), created, -duration, duration.")  # type: ignore[valid-type]
     cursor: Annotated[str, Field(min_length=1, max_length=500)] | None = Field(
         None, description="Opaque: the next_cursor of the previous page (with the same filters and sort).")

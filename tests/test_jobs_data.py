@@ -248,7 +248,10 @@ def test_each_filter_alone_and_combined_returns_exactly_the_expected_rows(engine
         got = _all_pages(engine, filters, zone, limit=6)
         assert got == expected, query
         count = jobs.count_jobs(engine, filters, zone)
+        search = count.pop("search")
         assert count == {"count": len(expected), "exact": True, "more_than": None, "estimate": None}, query
+        # A few dozen jobs: a search reads every message.
+        assert (search is None) == ("q" not in query) and (search is None or search["complete"]), query
 
 
 def test_search_treats_sql_like_text_as_text(engine, history, tz):
@@ -263,6 +266,144 @@ def test_search_treats_sql_like_text_as_text(engine, history, tz):
     assert {messages[j] for j in _all_pages(engine, filters, tz)} == {"Invoice 50%_off not found"}
     # The table is still there.
     assert read_frame(engine, "SELECT count(*) AS n FROM job_queue")["n"][0] == len(history)
+
+
+# ---------------------------------------------------------------------------------------------
+# Text search without a trigram index: the newest jobs with a message, and the rest on request
+# ---------------------------------------------------------------------------------------------
+def _search_rows():
+    """60 jobs a minute apart; every other one failed with a message, 'needle' in every third of those;
+    the completed ones between have none (they are not read and never match)."""
+    rows = []
+    base = NOW - timedelta(hours=2)
+    for i in range(60):
+        failed = i % 2 == 0
+        created = base + timedelta(minutes=i)
+        message = None
+        if failed:
+            message = f"Job {i}: {'NEEDLE in the portal' if i % 3 == 0 else 'portal timed out'}"
+        rows.append(dict(job_id=str(uuid.uuid4()), workflow_id=["wf-a", "wf-b"][i % 4 // 2], workflow_name="Search",
+                         status="failed" if failed else "completed", robot_id="robot-1", environment="production",
+                         created_at=created, started_at=created + timedelta(seconds=1),
+                         completed_at=created + timedelta(seconds=2 + i), error_message=message, priority=1,
+                         retry_count=0))
+    return rows
+
+
+def test_a_search_reads_the_newest_jobs_with_a_message_and_says_since_when(engine):
+    rows = _search_rows()
+    _insert(engine, rows)
+    with engine.begin() as c:  # where the server offers pg_trgm, work as on one that does not
+        c.execute(sa.text("DROP INDEX IF EXISTS fm_job_error_trgm"))
+    assert jobs.has_trigram_index(engine) is False
+    with_message = sorted((r for r in rows if r["error_message"]), key=lambda r: r["created_at"], reverse=True)
+    cap = 12
+    edge = with_message[cap - 1]["created_at"]  # the 12th newest job with a message
+    read = [r for r in rows if r["created_at"] >= edge]
+
+    def matching(subset, **f):
+        return _expected(subset, "UTC", q="needle", **f)
+
+    filters, _ = jobs.parse_filters({"q": "needle"})
+    scope = jobs.search_scope(engine, filters, "UTC", cap)
+    assert scope["complete"] is False and scope["since"] == edge and scope["cap"] == cap
+    assert scope["method"] == "newest jobs"
+
+    # Every page of the search reads the same jobs, whatever arrives meanwhile; the cursor carries them.
+    ids, cursor, pages = [], None, 0
+    while True:
+        page = jobs.list_jobs(engine, filters, "UTC", after=cursor, limit=3, search_cap=cap)
+        assert page["search"] == scope
+        ids += list(page["jobs"]["job_id"])
+        pages += 1
+        with engine.begin() as c:  # new failures keep arriving, newer than everything
+            insert_job(c, status="failed", created_at=utcnow(), error_message="another NEEDLE")
+        if page["next_cursor"] is None:
+            break
+        cursor = page["next_cursor"]
+    assert ids == matching(read) and len(ids) == 4 and pages == 2
+
+    # Count and summary cover the same jobs (and say so); the new failures are now the newest.
+    with engine.begin() as c:
+        c.execute(sa.text("DELETE FROM job_queue WHERE error_message = 'another NEEDLE'"))
+    count = jobs.count_jobs(engine, filters, "UTC", search_cap=cap)
+    assert count["count"] == 4 and count["search"] == scope
+    summary = jobs.job_summary(engine, filters, "UTC", search_cap=cap)
+    assert summary["total_jobs"] == 4 and summary["by_status"]["failed"] == 4 and summary["search"] == scope
+
+    # Other filters narrow the results, not what is read.
+    wf_filters, _ = jobs.parse_filters({"q": "needle", "workflow": "wf-a"})
+    page = jobs.list_jobs(engine, wf_filters, "UTC", search_cap=cap)
+    assert list(page["jobs"]["job_id"]) == matching(read, workflow=["wf-a"]) and page["search"]["since"] == edge
+
+    # The link to the rest searches exactly the jobs before `since`; following such links until a
+    # search is complete finds every match once (30 jobs with a message, 12 read at a time).
+    older_query = jobs.older_search_query(filters, scope, "UTC")
+    assert older_query == {"q": "needle", "range": "custom", "to": edge.isoformat()}
+    found, scopes, query = list(ids), [scope], older_query
+    while query is not None:
+        older, problems = jobs.parse_filters(query)
+        assert problems == []
+        page = jobs.list_jobs(engine, older, "UTC", limit=100, search_cap=cap)
+        upper = older.end
+        lower = page["search"]["since"]
+        expected = [r for r in rows if r["created_at"] < upper and (lower is None or r["created_at"] >= lower)]
+        assert list(page["jobs"]["job_id"]) == matching(expected)
+        found += list(page["jobs"]["job_id"])
+        scopes.append(page["search"])
+        query = jobs.older_search_query(older, page["search"], "UTC")
+    assert [s["complete"] for s in scopes] == [False, False, True]
+    assert sorted(found) == sorted(matching(rows)) and len(found) == len(set(found))
+
+    # A time range bounds what is read: the 12 jobs with a message since 85 minutes ago are all read.
+    ranged = [r for r in rows if r["created_at"] >= NOW - timedelta(minutes=85)]
+    assert len([r for r in ranged if r["error_message"]]) == cap
+    custom, _ = jobs.parse_filters({"q": "needle", "from": (NOW - timedelta(minutes=85)).isoformat()})
+    page = jobs.list_jobs(engine, custom, "UTC", limit=100, search_cap=cap)
+    assert page["search"]["complete"] is True and list(page["jobs"]["job_id"]) == matching(ranged)
+
+    # Exactly `cap` jobs with a message: all were read, nothing is older.
+    exact = jobs.search_scope(engine, filters, "UTC", len(with_message))
+    assert exact["complete"] is True and exact["since"] is None
+
+
+def test_with_a_trigram_index_a_search_reads_every_message(engine):
+    """Where the server offers pg_trgm, data/schema.py creates the trigram index and the search
+    reads the whole time range; a text too short for the index still reads the newest jobs."""
+    with engine.connect() as c:
+        offered = c.execute(sa.text("SELECT 1 FROM pg_available_extensions WHERE name = 'pg_trgm'")).first()
+    if not offered:
+        pytest.skip("this PostgreSQL does not offer pg_trgm (set TEST_DATABASE_URL to one that does)")
+    rows = _search_rows()
+    _insert(engine, rows)
+    assert jobs.has_trigram_index(engine) is True
+    filters, _ = jobs.parse_filters({"q": "needle"})
+    page = jobs.list_jobs(engine, filters, "UTC", limit=100, search_cap=5)
+    assert page["search"] == {"text": "needle", "method": "trigram index", "complete": True, "since": None, "cap": None}
+    assert list(page["jobs"]["job_id"]) == _expected(rows, "UTC", q="needle")
+    assert jobs.count_jobs(engine, filters, "UTC", search_cap=5)["count"] == len(_expected(rows, "UTC", q="needle"))
+    short, _ = jobs.parse_filters({"q": "1:"})  # no three letters or digits in a row: the index cannot help
+    scope = jobs.search_scope(engine, short, "UTC", 5)
+    assert scope["method"] == "newest jobs" and scope["complete"] is False
+    # Any valid trigram index on the column counts, whatever its name; one on an expression does not.
+    with engine.begin() as c:
+        c.execute(sa.text("DROP INDEX fm_job_error_trgm"))
+        c.execute(sa.text("CREATE INDEX lower_trgm ON job_queue USING gin (lower(error_message) gin_trgm_ops)"))
+    assert jobs.has_trigram_index(engine) is False
+    with engine.begin() as c:
+        c.execute(sa.text("CREATE INDEX dba_trgm ON job_queue USING gist (error_message gist_trgm_ops)"))
+    assert jobs.has_trigram_index(engine) is True
+
+
+def test_a_search_cursor_with_a_damaged_scope_is_a_clear_error(engine):
+    filters, _ = jobs.parse_filters({"q": "x"})
+    bad = jobs.encode_cursor("-created", 0, ["2025-01-01T00:00:00+00:00", str(uuid.uuid4())])
+    import base64 as b64
+    raw = json.loads(b64.urlsafe_b64decode(bad + "=" * (-len(bad) % 4)))
+    raw["c"] = {"since": "yesterday", "m": "newest jobs", "n": 5}
+    damaged = b64.urlsafe_b64encode(json.dumps(raw).encode()).decode().rstrip("=")
+    with pytest.raises(ValueError, match="not valid"):
+        jobs.list_jobs(engine, filters, "UTC", after=damaged)
 
 
 def test_count_is_exact_when_small_and_capped_otherwise(engine, history, tz):
