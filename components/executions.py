@@ -158,16 +158,50 @@ def jobs_grid(grid_id: str) -> dag.AgGrid:
     )
 
 
-def count_text(count: dict | None) -> str:
+def _limited_since(search: dict | None):
+    """The instant a limited text search read from, or None when it read everything."""
+    if not search or search.get("complete") or search.get("since") is None:
+        return None
+    return search["since"]
+
+
+def count_text(count: dict | None, tz: str = "UTC") -> str:
     if not count:
         return ""
     if count["exact"]:
         n = count["count"]
-        return f"{n:,} job" + ("" if n == 1 else "s")
-    text = f"more than {count['more_than']:,} jobs"
-    if count.get("estimate"):
-        text += f" (about {_approx(count['estimate'])})"
+        text = f"{n:,} job" + ("" if n == 1 else "s")
+    else:
+        text = f"more than {count['more_than']:,} jobs"
+        if count.get("estimate"):
+            text += f" (about {_approx(count['estimate'])})"
+    since = _limited_since(count.get("search"))
+    if since is not None:
+        text += f" created since {_time(since, tz)}"
     return text
+
+
+def search_notice(search: dict | None, tz: str = "UTC", older_href: str | None = None):
+    """What a text search in error messages read: every message of the time range, or (without
+    a trigram index on a long history) the newest jobs from an instant on, with a link that
+    searches the jobs before it."""
+    if not search:
+        return None
+    since = _limited_since(search)
+    if since is None:
+        return html.Div(f"Searched the error message of every job in this time range for “{search['text']}”.",
+                        className="small text-muted exec-search-scope")
+    cap = search.get("cap")
+    newest = f"the newest {cap:,} jobs with an error message" if cap else "the newest jobs with an error message"
+    parts = [html.Strong("Search limited to recent jobs. "),
+             f"The search read {newest} in this time range: jobs created since {_time(since, tz)}. "
+             "Older jobs were not searched: "]
+    if older_href:
+        parts += [dcc.Link("search the jobs before that", href=older_href, className="alert-link"),
+                  ", or choose the time range to search in."]
+    else:
+        parts.append("choose a time range that ends before that to search them.")
+    return dbc.Alert(parts, color="info", className="py-2 mb-2 exec-search-scope")
 
 
 def _approx(n: int) -> str:
@@ -178,11 +212,13 @@ def _approx(n: int) -> str:
     return f"{n:,}"
 
 
-def summary_view(summary: dict, filters_query: dict) -> html.Div:
+def summary_view(summary: dict, filters_query: dict, tz: str = "UTC") -> html.Div:
     """Counts by status (each a link that adds the status filter) and P50/P95 duration."""
     total = summary["total_jobs"]
+    since = _limited_since(summary.get("search"))
+    searched = f" (the search read jobs created since {_time(since, tz)})" if since is not None else ""
     if total == 0:
-        return html.Div("No jobs in this window.", className="text-muted exec-summary-empty")
+        return html.Div(f"No jobs in this window{searched}.", className="text-muted exec-summary-empty")
     chips = []
     for status, n in summary["by_status"].items():
         if not n:
@@ -204,7 +240,7 @@ def summary_view(summary: dict, filters_query: dict) -> html.Div:
                   html.Span(fmt.percent(rate), className="stat-value")], className="stat"),
     ]
     note = (f"Durations over {summary['duration_jobs']:,} completed and failed jobs that ran; "
-            f"summary of {covered}.")
+            f"summary of {covered}{searched}.")
     return html.Div([
         html.Div(chips, className="status-chips"),
         html.Div(stats, className="exec-stats"),
@@ -605,7 +641,7 @@ __all__ = [
     "column_defs", "grid_rows", "jobs_grid", "count_text", "summary_view", "problems_notice", "not_found",
     "job_header", "timeline_figure", "timeline_facts", "steps_figure", "steps_table", "json_tree",
     "json_section", "error_panel", "comparison_view", "neighbours_table", "job_page", "status_text",
-    "status_badge", "RANGE_OPTIONS", "SORT_OPTIONS", "COMMON_ERROR_TYPES",
+    "status_badge", "search_notice", "RANGE_OPTIONS", "SORT_OPTIONS", "COMMON_ERROR_TYPES",
 ]
 
 

@@ -14,7 +14,7 @@ import dash_bootstrap_components as dbc
 from dash import Input, Output, State, callback, ctx, dcc, html, no_update
 
 from components import executions as ex
-from components.links import job_link
+from components.links import executions_link, job_link
 from components.loading import loading
 from data import jobs
 from data.db import DatabaseUnavailable
@@ -151,6 +151,7 @@ def layout(**query):
                   dbc.CardBody(loading(html.Div(id="exec-summary")))],
                  className="mb-3"),
         dbc.Card(dbc.CardBody([
+            html.Div(id="exec-search-scope", **{"aria-live": "polite"}),
             ex.jobs_grid("exec-grid"),
             html.Div([
                 dbc.Button("⟪ Newest", id="exec-first", size="sm", color="secondary", outline=True, disabled=not (after or before)),
@@ -273,6 +274,7 @@ def show_custom_range(tz_name, filters, from_text, to_text):
     Output("exec-export", "href"),
     Output("exec-alert", "children"),
     Output("exec-alert", "is_open"),
+    Output("exec-search-scope", "children"),
     Input("exec-view", "data"),
     Input("tz", "data"),
 )
@@ -292,15 +294,17 @@ def load_page(view, tz_name):
             page = jobs.list_jobs(engine, filters, tz, sort=sort)
     except DatabaseUnavailable as exc:
         message = [html.Strong("Database unreachable. "), str(exc)]
-        return (no_update,) * 6 + (export_href(view, tz), message, True)
+        return (no_update,) * 6 + (export_href(view, tz), message, True, no_update)
     rows = ex.grid_rows(page["jobs"], tz)
     on_first = not (view.get("after") or view.get("before")) or note is not None or page["prev_cursor"] is None
     label = f"{jobs.SORTS[sort]} · {len(rows)} jobs on this page"
+    older = jobs.older_search_query(filters, page.get("search"), tz)
+    scope = ex.search_notice(page.get("search"), tz, executions_link(**older) if older else None)
     if note:
         return (rows, {"next": page["next_cursor"], "prev": page["prev_cursor"]}, page["prev_cursor"] is None,
-                page["next_cursor"] is None, True, label, export_href(view, tz), note, True)
+                page["next_cursor"] is None, True, label, export_href(view, tz), note, True, scope)
     return (rows, {"next": page["next_cursor"], "prev": page["prev_cursor"]}, page["prev_cursor"] is None,
-            page["next_cursor"] is None, on_first, label, export_href(view, tz), None, False)
+            page["next_cursor"] is None, on_first, label, export_href(view, tz), None, False, scope)
 
 
 @callback(
@@ -318,7 +322,7 @@ def load_summary(filters_query, tz_name):
         summary = jobs.job_summary(engine, filters, tz)
     except DatabaseUnavailable as exc:
         return "", dbc.Alert(f"Summary unavailable: {exc}", color="danger", className="mb-0 py-2")
-    return ex.count_text(count), ex.summary_view(summary, filters.to_query())
+    return ex.count_text(count, tz), ex.summary_view(summary, filters.to_query(), tz)
 
 
 @callback(

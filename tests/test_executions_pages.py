@@ -1,7 +1,7 @@
 """Job history and job page in a real browser, on rows the test inserts."""
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from urllib.parse import parse_qs, urlparse
 
 from selenium.webdriver.common.by import By
@@ -156,6 +156,48 @@ def test_bad_links_paging_and_custom_range(dash_duo, start_app, engine):
     assert console_errors(dash_duo) == []
 
 
+def test_a_search_on_a_long_history_says_what_it_read_and_links_to_the_rest(dash_duo, start_app, engine):
+    """More jobs with an error message than a search reads without a trigram index: the page says
+    since when it searched, and its link searches the jobs before that."""
+    import sqlalchemy as sa
+
+    from data import jobs
+
+    cap = jobs.SEARCH_SCAN_CAP
+    now = utcnow().replace(microsecond=0)
+    n = cap + 10  # job i (1 = newest) was created i seconds ago; jobs 5 and cap + 8 hold the needle
+    with engine.begin() as c:
+        c.execute(sa.text("DROP INDEX IF EXISTS fm_job_error_trgm"))  # as without pg_trgm
+        c.execute(sa.text("""
+            INSERT INTO job_queue (workflow_id, workflow_name, workflow_json, status, created_at, started_at,
+                                   completed_at, error_message)
+            SELECT 'wf-long', 'Long', '{}', 'failed', CAST(:now AS timestamptz) - i * interval '1 second',
+                   CAST(:now AS timestamptz) - i * interval '1 second', CAST(:now AS timestamptz),
+                   CASE WHEN i IN (5, :old) THEN 'Portal said NEEDLE ' || i ELSE 'portal timed out' END
+            FROM generate_series(1, :n) AS i"""), {"now": now, "n": n, "old": cap + 8})
+        ids = dict(c.execute(sa.text("SELECT error_message, id::text FROM job_queue WHERE error_message LIKE '%NEEDLE%'")).all())
+    recent, older = ids["Portal said NEEDLE 5"], ids[f"Portal said NEEDLE {cap + 8}"]
+    since = now - timedelta(seconds=cap)  # the cap-th newest job with a message
+
+    start_app(path="/executions?q=needle")
+    wait_for_ids(dash_duo, {recent})
+    dash_duo.wait_for_contains_text("#exec-search-scope", "Search limited to recent jobs")
+    text = dash_duo.find_element("#exec-search-scope").text
+    shown = since.strftime("%Y-%m-%d %H:%M:%S")  # the browser's zone is UTC in these tests
+    assert f"newest {cap:,} jobs with an error message" in text and shown in text, text
+    dash_duo.wait_for_contains_text("#exec-count", f"1 job created since {shown}")
+    save_screenshot(dash_duo, "executions-search-limited")
+
+    dash_duo.find_element("#exec-search-scope a").click()
+    wait_for_ids(dash_duo, {older})
+    q = query(dash_duo)
+    assert q["q"] == "needle" and q["range"] == "custom" and "from" not in q
+    assert datetime.fromisoformat(q["to"]) == since
+    dash_duo.wait_for_contains_text("#exec-search-scope", "every job")
+    dash_duo.wait_for_contains_text("#exec-count", "1 job")
+    assert console_errors(dash_duo) == []
+
+
 # ---------------------------------------------------------------------------------------------
 # Builders (no browser): every kind of job renders, figures say why they are empty
 # ---------------------------------------------------------------------------------------------
@@ -239,3 +281,14 @@ def test_grid_rows_and_count_text():
     assert ex.count_text({"count": 1, "exact": True}) == "1 job"
     assert ex.count_text({"count": None, "exact": False, "more_than": 10000, "estimate": 9_800_000}) == \
         "more than 10,000 jobs (about 9.8 million)"
+    # A search that read the newest jobs only says since when, in the viewer's zone.
+    since = datetime(2025, 7, 1, 8, 30, tzinfo=timezone.utc)
+    limited = {"text": "sap", "method": "newest jobs", "complete": False, "since": since, "cap": 100_000}
+    assert ex.count_text({"count": 3, "exact": True, "search": limited}, "Europe/Paris") == \
+        "3 jobs created since 2025-07-01 10:30:00 UTC+0200"
+    notice = str(ex.search_notice(limited, "Europe/Paris", "/executions?q=sap&range=custom&to=x"))
+    assert "newest 100,000 jobs with an error message" in notice and "2025-07-01 10:30:00 UTC+0200" in notice
+    assert "/executions?q=sap&range=custom&to=x" in notice
+    complete = {**limited, "complete": True, "since": None}
+    assert "every job" in str(ex.search_notice(complete, "UTC")) and ex.search_notice(None) is None
+    assert ex.count_text({"count": 3, "exact": True, "search": complete}) == "3 jobs"
