@@ -154,13 +154,20 @@ def _compute_sql(robot_filter: bool) -> str:
     a running job occupies its robot up to :b (it is running now, after :b)."""
     rf = "AND j.robot_id::text = ANY(CAST(:ids AS text[]))" if robot_filter else ""
     return f"""
-    WITH jobs AS (
-        SELECT j.robot_id::text AS robot_id, {_ID_HASH} AS ik, {_STATE_HASH} AS sk,
-               greatest(j.started_at, CAST(:a AS timestamptz)) AS s,
-               least(j.completed_at, CAST(:b AS timestamptz)) AS e
+    WITH base AS MATERIALIZED (
+        -- One pass over the rows: those finished in [:a, :b) and those that ran in it.
+        SELECT j.robot_id::text AS robot_id, {_ID_HASH} AS ik, {_STATE_HASH} AS sk, j.status,
+               j.started_at, j.completed_at
         FROM job_queue j
-        WHERE j.completed_at > CAST(:a AS timestamptz) AND j.started_at < CAST(:b AS timestamptz)
+        WHERE j.completed_at >= CAST(:a AS timestamptz)
+          AND (j.completed_at < CAST(:b AS timestamptz) OR j.started_at < CAST(:b AS timestamptz))
           AND j.robot_id IS NOT NULL {rf}
+    ),
+    jobs AS (
+        SELECT robot_id, ik, sk, greatest(started_at, CAST(:a AS timestamptz)) AS s,
+               least(completed_at, CAST(:b AS timestamptz)) AS e
+        FROM base
+        WHERE completed_at > CAST(:a AS timestamptz) AND started_at < CAST(:b AS timestamptz)
         UNION ALL
         SELECT j.robot_id::text, {_ID_HASH}, {_STATE_HASH},
                greatest(j.started_at, CAST(:a AS timestamptz)), CAST(:b AS timestamptz)
@@ -169,12 +176,10 @@ def _compute_sql(robot_filter: bool) -> str:
           AND j.robot_id IS NOT NULL {rf}
     ),
     finished AS (
-        SELECT j.robot_id::text AS robot_id, date_bin('1 hour', j.completed_at, {_ORIGIN}) AS hour,
-               {_ID_HASH} AS ik, {_STATE_HASH} AS sk, j.status,
-               extract(epoch FROM j.completed_at - j.started_at)::float8 AS dur
-        FROM job_queue j
-        WHERE j.completed_at >= CAST(:a AS timestamptz) AND j.completed_at < CAST(:b AS timestamptz)
-          AND j.robot_id IS NOT NULL {rf}
+        SELECT robot_id, date_bin('1 hour', completed_at, {_ORIGIN}) AS hour, ik, sk, status,
+               extract(epoch FROM completed_at - started_at)::float8 AS dur
+        FROM base
+        WHERE completed_at < CAST(:b AS timestamptz)
     ),
     counts AS (
         SELECT robot_id, hour,
