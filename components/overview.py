@@ -144,7 +144,8 @@ def job_feed(changes: pd.DataFrame, tz: str) -> html.Div:
             html.Td(html.Span(f'{JOB_STATUS_SYMBOLS.get(kind, "•")} {change}',
                               className=f"status-badge job-{kind}")),
             html.Td(dcc.Link(r["workflow_name"], href=job_link(r["job_id"]))),
-            html.Td(r["robot_id"] or "—", className="text-muted"),
+            html.Td("—" if fmt.is_missing(r["robot_id"]) or r["robot_id"] == "" else str(r["robot_id"]),
+                    className="text-muted"),
         ]))
     return html.Table(
         [html.Thead(html.Tr([html.Th("Time"), html.Th("Change"), html.Th("Workflow"), html.Th("Robot")])),

@@ -61,7 +61,10 @@ def _cache():
 
 def _store(cache, key: str, value, fresh_s: float) -> None:
     # Kept a while past its serving age so a refresh in progress never leaves readers empty-handed.
-    cache.set(key, (time.time(), value), timeout=max(1, int(fresh_s * 6) + 1))
+    # The build time also under a key of its own: the refresher checks it without reading the value.
+    built_at, timeout = time.time(), max(1, int(fresh_s * 6) + 1)
+    cache.set(key, (built_at, value), timeout=timeout)
+    cache.set(key + ":at", built_at, timeout=timeout)
 
 
 def _build_lock(key: str) -> threading.Lock:
@@ -80,17 +83,15 @@ def live_snapshot(name: str, parts: tuple, build: Callable[[], Any], fresh_s: fl
     if cache is None:
         return build()
     key = snapshot_key(name, *parts)
-    _watch(key, cache, build, fresh_s)
     entry = cache.get(key)
-    if entry is not None and time.time() - entry[0] < 3 * fresh_s:
-        return entry[1]
-    with _build_lock(key):  # one build per process at a time; the others wait for it
-        entry = cache.get(key)
-        if entry is not None and time.time() - entry[0] < fresh_s:
-            return entry[1]
-        value = build()
-        _store(cache, key, value, fresh_s)
-        return value
+    if entry is None or time.time() - entry[0] >= 3 * fresh_s:
+        with _build_lock(key):  # one build per process at a time; the others wait for it
+            entry = cache.get(key)
+            if entry is None or time.time() - entry[0] >= fresh_s:
+                entry = (time.time(), build())
+                _store(cache, key, entry[1], fresh_s)
+    _watch(key, cache, build, fresh_s)  # after a build, so the refresher does not build it too
+    return entry[1]
 
 
 def _watch(key: str, cache, build, fresh_s: float) -> None:
@@ -110,10 +111,10 @@ def _watch(key: str, cache, build, fresh_s: float) -> None:
 
 
 def _due(key: str, item: _Watched) -> bool:
-    entry = item.cache.get(key)
+    built_at = item.cache.get(key + ":at")
     # After failures, back off (up to 8 periods) so a database that is away is not hammered.
     period = item.fresh_s * min(2 ** item.failures, 8)
-    return entry is None or time.time() - entry[0] >= period
+    return built_at is None or time.time() - built_at >= period
 
 
 def refresh_due() -> int:

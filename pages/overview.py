@@ -18,6 +18,7 @@ import dash
 import pandas as pd
 import dash_bootstrap_components as dbc
 from dash import ClientsideFunction, Input, Output, State, callback, clientside_callback, dcc, html, no_update
+from dash.development.base_component import Component
 
 from components import format as fmt
 from components.shell import refresh_control
@@ -66,6 +67,17 @@ def layout(**_query):
     ])
 
 
+def _plain(value):
+    """Components as the plain JSON-ready dicts Dash sends, converted once when a snapshot is built
+    (not again for every screen that reads it)."""
+    if isinstance(value, Component):
+        found = value.to_plotly_json()
+        return {**found, "props": {k: _plain(v) for k, v in found["props"].items()}}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
 def _database(engine) -> str:
     return engine.url.render_as_string(hide_password=True)
 
@@ -75,7 +87,7 @@ def light_snapshot(engine, tz: str, offline_after_s: int) -> dict:
     kpis = fleet.fleet_kpis(engine, tz, offline_after_s)
     grid = robot_grid_data(fleet.robot_statuses(engine, offline_after_s), tz)
     return {
-        "tiles": kpi_tiles(kpis),
+        "tiles": _plain(kpi_tiles(kpis)),
         "grid": grid,
         "grid_fp": hashlib.sha256(json.dumps(grid, separators=(",", ":")).encode()).hexdigest()[:20],
         "token": kpis["change_token"],
@@ -90,7 +102,7 @@ def heavy_snapshot(engine, tz: str, version: str) -> dict:
     return {
         "queue": json.loads(queue.to_json()),
         "throughput": json.loads(throughput.to_json()),
-        "feed": job_feed(fleet.recent_job_changes(engine, version=version), tz),
+        "feed": _plain(job_feed(fleet.recent_job_changes(engine, version=version), tz)),
     }
 
 
