@@ -1,4 +1,16 @@
-"""Users, sign-in throttling, revoked tokens and display tokens (all in the app's own schema)."""
+"""Users, sign-in throttling, revoked tokens and display tokens (all in the app's own schema).
+
+Every request checks that its token is still good (`session_role`). Inside the running app that
+check reads one shared snapshot of the sign-in state (enabled users and their roles, active
+display tokens, revoked token ids), rebuilt at most every AUTH_STATE_SECONDS for all workers
+(data/snapshots.py), so the database sees the same few statements per second however many screens
+are signed in. Changes made through the app (sign-out, disabling a user, changing a role,
+revoking a display token: web pages, API and `flask` commands) drop the snapshot at once, so they
+take effect on the next request. A change made behind the app's back (SQL, a script without the
+app) takes effect within a few seconds: the snapshot's age, AUTH_STATE_SECONDS (at most three
+times that when the refresh lags). A token the snapshot would refuse is always checked against the
+database, so a user or display token created a moment ago is never refused.
+"""
 from __future__ import annotations
 
 import hashlib
@@ -12,7 +24,9 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy.engine import Engine
 
 from data.db import read_frame, read_row, write_row
+from data.snapshots import live_snapshot, snapshot_key
 
+AUTH_STATE_SECONDS = 2  # age of the shared sign-in snapshot (see the module docstring)
 ROLES = ("viewer", "operator", "admin")  # each includes the ones before it
 _hasher = PasswordHasher()  # argon2id, salted, memory-hard
 # Verified against when the user does not exist, so both cases take the same time.
@@ -86,6 +100,7 @@ def create_user(engine: Engine, username: str, password: str, role: str = "viewe
         ).rowcount
     if not inserted:
         raise UserError(f"User {username!r} already exists.")
+    forget_auth_state(engine)
 
 
 def _update_user(engine: Engine, username: str, assignments: str, params: dict) -> None:
@@ -95,6 +110,7 @@ def _update_user(engine: Engine, username: str, assignments: str, params: dict) 
         ).rowcount
     if not changed:
         raise UserError(f"No user {username!r}.")
+    forget_auth_state(engine)
 
 
 def set_password(engine: Engine, username: str, password: str) -> None:
@@ -177,27 +193,75 @@ def revoke_token(engine: Engine, jti: str, expires_at) -> None:
             {"j": jti, "e": expires_at},
         )
         conn.execute(sa.text("DELETE FROM fleet_monitor.revoked_tokens WHERE expires_at < now() - interval '1 day'"))
+    forget_auth_state(engine)
+
+
+_SESSION_ROLE_SQL = """
+    SELECT CASE
+             WHEN EXISTS (SELECT 1 FROM fleet_monitor.revoked_tokens WHERE jti = :jti) THEN NULL
+             WHEN CAST(:dt AS bigint) IS NOT NULL THEN
+                 (SELECT 'viewer' FROM fleet_monitor.display_tokens
+                  WHERE id = CAST(:dt AS bigint) AND revoked_at IS NULL)
+             ELSE (SELECT role FROM fleet_monitor.users WHERE username = :u AND enabled)
+           END AS role
+"""
+
+# Everything session_role depends on, in one statement. Revoked ids are kept while their token
+# could still verify (expired tokens are refused before this check; a margin for clock leeway).
+_AUTH_STATE_SQL = """
+    SELECT (SELECT coalesce(json_object_agg(username, role), '{}'::json)
+            FROM fleet_monitor.users WHERE enabled) AS roles,
+           (SELECT coalesce(array_agg(id), '{}') FROM fleet_monitor.display_tokens
+            WHERE revoked_at IS NULL) AS display_ids,
+           (SELECT coalesce(array_agg(jti), '{}') FROM fleet_monitor.revoked_tokens
+            WHERE expires_at > now() - interval '5 minutes') AS revoked
+"""
+
+
+def _engine_label(engine: Engine) -> str:
+    return engine.url.render_as_string(hide_password=True)
+
+
+def auth_state(engine: Engine) -> dict:
+    """Enabled users' roles, active display token ids and revoked token ids (one statement)."""
+    row = read_row(engine, _AUTH_STATE_SQL)
+    return {"roles": dict(row["roles"]), "display_ids": frozenset(int(i) for i in row["display_ids"]),
+            "revoked": frozenset(row["revoked"])}
+
+
+def forget_auth_state(engine: Engine) -> None:
+    """Drop the shared sign-in snapshot (after a change), so the next request reads the database."""
+    import flask
+
+    from data.cache import EXTENSION_KEY
+
+    cache = flask.current_app.extensions.get(EXTENSION_KEY) if flask.has_app_context() else None
+    if cache is not None:
+        cache.delete(snapshot_key("auth-state", _engine_label(engine)))
+
+
+def role_in_state(state: dict, username: str, jti: str, display_token_id: int | None) -> str | None:
+    """session_role's answer from an auth_state() snapshot."""
+    if jti in state["revoked"]:
+        return None
+    if display_token_id is not None:
+        return "viewer" if int(display_token_id) in state["display_ids"] else None
+    return state["roles"].get(username)
 
 
 def session_role(engine: Engine, username: str, jti: str, display_token_id: int | None) -> str | None:
     """The role a token may act with right now, or None when it must be refused.
 
-    One query checks everything that can change after a token was issued: the token was revoked
-    (logout), the user was disabled or removed, the display token was revoked.
+    Checks everything that can change after a token was issued: the token was revoked (logout),
+    the user was disabled or removed or given another role, the display token was revoked. Inside
+    the app the answer comes from the shared snapshot (see the module docstring); a refusal is
+    confirmed by the database.
     """
-    row = read_row(
-        engine,
-        """
-        SELECT CASE
-                 WHEN EXISTS (SELECT 1 FROM fleet_monitor.revoked_tokens WHERE jti = :jti) THEN NULL
-                 WHEN CAST(:dt AS bigint) IS NOT NULL THEN
-                     (SELECT 'viewer' FROM fleet_monitor.display_tokens
-                      WHERE id = CAST(:dt AS bigint) AND revoked_at IS NULL)
-                 ELSE (SELECT role FROM fleet_monitor.users WHERE username = :u AND enabled)
-               END AS role
-        """,
-        {"jti": jti, "dt": display_token_id, "u": username},
-    )
+    state = live_snapshot("auth-state", (_engine_label(engine),), lambda: auth_state(engine), AUTH_STATE_SECONDS)
+    role = role_in_state(state, username, jti, display_token_id)
+    if role is not None:
+        return role
+    row = read_row(engine, _SESSION_ROLE_SQL, {"jti": jti, "dt": display_token_id, "u": username})
     return row["role"] if row else None
 
 
@@ -216,6 +280,7 @@ def create_display_token(engine: Engine, name: str, created_by: str) -> tuple[in
         "INSERT INTO fleet_monitor.display_tokens (name, token_hash, created_by) VALUES (:n, :h, :c) RETURNING id",
         {"n": name, "h": _token_hash(token), "c": created_by},
     )
+    forget_auth_state(engine)
     return row["id"], token
 
 
@@ -239,6 +304,7 @@ def revoke_display_token(engine: Engine, token_id: int) -> None:
     )
     if not row:
         raise UserError(f"No display token with id {token_id}.")
+    forget_auth_state(engine)
 
 
 def list_display_tokens(engine: Engine) -> pd.DataFrame:

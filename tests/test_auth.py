@@ -1,6 +1,7 @@
 """Sign-in, sessions, roles and tokens against the real app and database."""
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import jwt
@@ -161,8 +162,45 @@ def test_disabled_user_is_refused_at_once(app_client):
     from data.users import set_enabled
 
     token = api_token(app_client, "viewer")
-    set_enabled(app_client.application.extensions["fleet_monitor"].engine, "vera", False)
+    assert app_client.get("/_dash-layout", headers=bearer(token)).status_code == 200  # sign-in state cached
+    app = app_client.application
+    with app.app_context():  # as the admin page, the API and the `flask users` commands do
+        set_enabled(app.extensions["fleet_monitor"].engine, "vera", False)
     assert app_client.get("/_dash-layout", headers=bearer(token)).status_code == 401
+
+
+def test_a_change_behind_the_apps_back_takes_effect_within_seconds(app_client):
+    import sqlalchemy as sa
+
+    from data.users import AUTH_STATE_SECONDS
+
+    token = api_token(app_client, "viewer")
+    assert app_client.get("/_dash-layout", headers=bearer(token)).status_code == 200
+    engine = app_client.application.extensions["fleet_monitor"].engine
+    with engine.begin() as conn:  # plain SQL: the app is not told
+        conn.execute(sa.text("UPDATE fleet_monitor.users SET enabled = false WHERE username = 'vera'"))
+    started = time.monotonic()
+    while app_client.get("/_dash-layout", headers=bearer(token)).status_code == 200:
+        assert time.monotonic() - started < 3 * AUTH_STATE_SECONDS + 1
+        time.sleep(0.1)
+
+
+def test_sign_in_state_costs_one_statement_for_many_requests(app_client):
+    import sqlalchemy as sa
+
+    from data.users import create_user
+
+    token = api_token(app_client, "viewer")
+    engine = app_client.application.extensions["fleet_monitor"].engine
+    statements = []
+    sa.event.listen(engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    for _ in range(20):
+        assert app_client.get("/_dash-layout", headers=bearer(token)).status_code == 200
+    assert sum("fleet_monitor.users" in s for s in statements) <= 1
+    # A user created a moment ago (here behind the app's back) is not refused by the cached state.
+    create_user(engine, "newcomer", "newcomer-pass-1", "viewer")
+    response = app_client.post("/api/v1/auth/login", json={"username": "newcomer", "password": "newcomer-pass-1"})
+    assert app_client.get("/_dash-layout", headers=bearer(response.get_json()["access_token"])).status_code == 200
 
 
 def test_browser_login_logout(dash_duo, start_app):
