@@ -17,7 +17,9 @@ Conventions shared by every function:
   milliseconds (float, not rounded). Duration statistics cover ``filters.statuses`` (default:
   completed and failed) jobs that have both timestamps; :func:`duration_covers` says so in
   words and each result carries that sentence (``covers`` key, or ``DataFrame.attrs["covers"]``).
-* Percentiles are exact: ``percentile_cont`` (linear interpolation, numpy's default method).
+* Percentiles are exact: ``percentile_cont`` (linear interpolation, numpy's default method),
+  except over windows longer than two days once the rollups cover them: those are answered by
+  data.analytics_rollup from data.rollups, percentiles within 1 % (``exact = False``).
 * Success rate = completed / (completed + failed); cancelled and unfinished jobs are left out.
 """
 from __future__ import annotations
@@ -402,11 +404,17 @@ def duration_covers(f: AnalyticsFilters) -> str:
 ANALYTICS_WORK_MEM = "64MB"
 
 
-def read_frame(engine: Engine, sql: str, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
-    """data.db.read_frame with a larger work_mem for this one statement (SET LOCAL)."""
+def read_frame(engine: Engine, sql: str, params: Mapping[str, Any] | None = None, *,
+               hash_grouping: bool = False) -> pd.DataFrame:
+    """data.db.read_frame with a larger work_mem for this one statement (SET LOCAL).
+
+    ``hash_grouping``: group by hashing, not sorting. The planner cannot see how many rows an
+    unnested histogram array yields, guesses a few, and sorts half a million (3× slower)."""
     try:
         with engine.begin() as conn:
             conn.execute(sa.text(f"SET LOCAL work_mem = '{ANALYTICS_WORK_MEM}'"))
+            if hash_grouping:
+                conn.execute(sa.text("SET LOCAL enable_sort = off"))
             result = conn.execute(sa.text(sql), dict(params or {}))
             return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
     except _UNAVAILABLE as exc:
@@ -448,6 +456,14 @@ def _scope(f: AnalyticsFilters, *, window: bool = True) -> tuple[str, dict]:
 def _rollup_plan(engine: Engine, f: AnalyticsFilters, bucketed: bool) -> rollups.WindowPlan | None:
     """How the rollups answer this window, or None when the exact query should (data.rollups)."""
     return rollups.usable_plan(engine, f.start, f.end, f.tz, f.bucket if bucketed else None, f.robots)
+
+
+def percentile_note(engine: Engine, f: AnalyticsFilters) -> str:
+    """How the percentiles of this window are computed, in words (shown on the page)."""
+    if _rollup_plan(engine, f, bucketed=False) is None:
+        return "Percentiles are exact (percentile_cont, linear interpolation)."
+    return (f"Percentiles over this long window come from hourly and daily rollups, within "
+            f"{rollups.MAX_RELATIVE_ERROR:.0%} of the exact value; counts and rates are exact.")
 
 
 def _rolled():

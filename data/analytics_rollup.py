@@ -54,7 +54,7 @@ def counts(engine: Engine, f: an.AnalyticsFilters, plan: WindowPlan, by: tuple[s
            sum(x.wait_sum_ms)::float8 AS wait_sum_ms, sum(x.healing_attempts)::float8 AS healing_attempts,
            sum(x.healing_successes)::float8 AS healing_successes
     FROM ({facts}) x GROUP BY {group}"""
-    return an.read_frame(engine, sql, _params(f, plan, fparams))
+    return an.read_frame(engine, sql, _params(f, plan, fparams), hash_grouping=True)
 
 
 def histograms(engine: Engine, f: an.AnalyticsFilters, plan: WindowPlan, by: tuple[str, ...],
@@ -69,7 +69,7 @@ def histograms(engine: Engine, f: an.AnalyticsFilters, plan: WindowPlan, by: tup
     SELECT {''.join(c + ', ' for c in cols)}u.b AS bin, sum(u.n)::bigint AS n
     FROM ({facts}) x, unnest(x.{metric}_bin, x.{metric}_n) AS u(b, n)
     WHERE x.status = ANY(:dur_statuses) GROUP BY {group}"""
-    return an.read_frame(engine, sql, _params(f, plan, fparams))
+    return an.read_frame(engine, sql, _params(f, plan, fparams), hash_grouping=True)
 
 
 def error_counts(engine: Engine, f: an.AnalyticsFilters, plan: WindowPlan, by: tuple[str, ...]) -> pd.DataFrame:
@@ -82,7 +82,7 @@ def error_counts(engine: Engine, f: an.AnalyticsFilters, plan: WindowPlan, by: t
     SELECT {''.join(c + ', ' for c in cols)}x.error_type, max(x.workflow_name) AS workflow_name,
            sum(x.failures)::bigint AS failures
     FROM ({facts}) x GROUP BY {group}"""
-    return an.read_frame(engine, sql, _params(f, plan, fparams))
+    return an.read_frame(engine, sql, _params(f, plan, fparams), hash_grouping=True)
 
 
 def _by_status(frame: pd.DataFrame, keys: list[str], statuses) -> pd.DataFrame:

@@ -1,7 +1,8 @@
 """Hourly and daily rollups of the job history, kept in the app's own schema.
 
 Long analytics windows (a month, a quarter) would otherwise read millions of job rows for every
-chart. The rollup keeps, per UTC hour (and per UTC day) × workflow × environment × status:
+chart. The rollup keeps, per UTC hour (and per UTC day and week, Monday to Monday) × workflow ×
+environment × status:
 
 - ``jobs`` (created in that hour), ``timed`` (both timestamps present), sums of run duration
   and queue wait (ms), sums of the self-healing counts;
@@ -12,7 +13,7 @@ chart. The rollup keeps, per UTC hour (and per UTC day) × workflow × environme
   ``sqrt(R) - 1`` (0.995 %) of the exact ``percentile_cont`` value, and interpolating between two
   order statistics keeps that bound. Below 1 ms the error is absolute (under 1 ms).
 
-and per hour/day × workflow × environment × error type the failures (``error_rollup``).
+and per hour/day/week × workflow × environment × error type the failures (``error_rollup``).
 
 Maintenance (``refresh``, run in the background by ``start_maintenance``; one process at a time
 through an advisory lock; it never locks the orchestrator's tables, it only reads them):
@@ -27,12 +28,13 @@ through an advisory lock; it never locks the orchestrator's tables, it only read
 - ``reconcile`` (hourly) compares per-hour counts by status with the raw table and
   re-aggregates hours that differ: jobs inserted late with an old ``created_at``, jobs deleted
   (dead-letter moves, retention), status changes that leave ``completed_at`` alone;
-- a day row is the merge of its 24 hour rows and is rebuilt whenever one of them is.
+- a day row is the merge of its 24 hour rows, a week row the merge of its 7 day rows; each is
+  rebuilt whenever one of its parts is, once the rollup covers it whole.
 
-Reads (``plan_window`` + ``facts_sql``): a window is answered from day rows where a whole UTC
-day lies inside it (and inside one chart bucket), hour rows for the remaining whole hours, and
-the raw rows for the partial hours at its edges and the time after ``covered_until``. The
-counts are therefore exact; only percentiles carry the bound above. Time zones with offsets
+Reads (``plan_window`` + ``facts_sql``): a window is answered from week and day rows where a
+whole UTC week or day lies inside it (and inside one chart bucket), hour rows for the remaining
+whole hours, and the raw rows for the partial hours at its edges and the time after
+``covered_until``. The counts are therefore exact; only percentiles carry the bound above. Time zones with offsets
 that are not whole hours, robot filters and short windows use the exact queries instead.
 """
 from __future__ import annotations
@@ -58,11 +60,16 @@ from data.schema import APP_SCHEMA
 log = logging.getLogger(__name__)
 
 RATIO = 1.02
+# Bumped when the tables' layout or meaning changes: the rollup is then rebuilt.
+LAYOUT_VERSION = 2
 # The bound on a percentile's relative error (see the module docstring).
 MAX_RELATIVE_ERROR = math.sqrt(RATIO) - 1
 
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
+WEEK = timedelta(days=7)
+GRAINS = {"hour": HOUR, "day": DAY, "week": WEEK}
+FINER = {"day": "hour", "week": "day"}
 # How long after a job's completed_at is written its transaction may still commit.
 LAG = timedelta(seconds=30)
 # One transaction aggregates at most this much new history.
@@ -83,7 +90,7 @@ STATE = f"{APP_SCHEMA}.rollup_state"
 
 TABLES = [
     f"""CREATE TABLE IF NOT EXISTS {JOBS} (
-            grain text NOT NULL CHECK (grain IN ('hour', 'day')),
+            grain text NOT NULL CHECK (grain IN ('hour', 'day', 'week')),
             period_start timestamptz NOT NULL,
             workflow_id text NOT NULL,
             environment text NOT NULL,
@@ -102,7 +109,7 @@ TABLES = [
             PRIMARY KEY (grain, period_start, workflow_id, environment, status)
         )""",
     f"""CREATE TABLE IF NOT EXISTS {ERRORS} (
-            grain text NOT NULL CHECK (grain IN ('hour', 'day')),
+            grain text NOT NULL CHECK (grain IN ('hour', 'day', 'week')),
             period_start timestamptz NOT NULL,
             workflow_id text NOT NULL,
             environment text NOT NULL,
@@ -113,9 +120,10 @@ TABLES = [
         )""",
     f"""CREATE TABLE IF NOT EXISTS {STATE} (
             id integer PRIMARY KEY CHECK (id = 1),
+            version integer NOT NULL,
             ratio double precision NOT NULL,
-            covered_until timestamptz NOT NULL,
-            completed_mark timestamptz NOT NULL,
+            covered_until timestamptz,
+            completed_mark timestamptz,
             reconciled_at timestamptz
         )""",
 ]
@@ -253,7 +261,6 @@ def raw_errors_sql(where: str) -> str:
 # ---------------------------------------------------------------------------------------------
 
 _HOUR_OF_T = "date_trunc('hour', t, 'UTC')"
-_DAY_OF_T = "date_trunc('day', t, 'UTC')"
 _HOURS_WHERE = ("j.created_at >= h.start AND j.created_at < h.start + interval '1 hour'")
 
 
@@ -292,29 +299,45 @@ def _rebuild_range(conn, lo: datetime, hi: datetime) -> None:
         FROM ({raw_errors_sql(where)}) e GROUP BY 2, 3, 4, 5"""), params)
 
 
-def _rebuild_days(conn, days: list[datetime], covered_until: datetime) -> None:
-    """Rebuild the day rows of the given UTC days that the hour rows cover completely."""
-    days = sorted({d for d in days if d + DAY <= covered_until})
-    if not days:
+def _rebuild_periods(conn, grain: str, starts: list[datetime], covered_until: datetime) -> None:
+    """Rebuild the rows of the given days or weeks (UTC) that the rollup covers completely, by
+    merging the rows of the next finer grain."""
+    length, finer = GRAINS[grain], FINER[grain]
+    starts = sorted({s for s in starts if s + length <= covered_until})
+    if not starts:
         return
-    params = {"days": days}
+    params = {"starts": starts, "lo": starts[0], "hi": starts[-1] + length, "grain": grain, "finer": finer}
     for table in (JOBS, ERRORS):
-        conn.execute(sa.text(f"DELETE FROM {table} WHERE grain = 'day' AND period_start = ANY(:days)"), params)
-    hours = (f"SELECT * FROM {{table}} WHERE grain = 'hour' AND date_trunc('day', period_start, 'UTC') "
-             "= ANY(CAST(:days AS timestamptz[]))")
-    source = hours.format(table=JOBS).replace("SELECT *", f"SELECT period_start AS t, {_COLUMNS}")
-    conn.execute(sa.text(f"INSERT INTO {JOBS} (grain, period_start, {_COLUMNS}) SELECT 'day', t, {_COLUMNS} FROM ("
-                         f"{merge_sql(source, _DAY_OF_T)}) m"), params)
+        conn.execute(sa.text(f"DELETE FROM {table} WHERE grain = :grain AND period_start = ANY(:starts)"), params)
+    parts = (f"SELECT {{cols}} FROM {{table}} WHERE grain = :finer AND period_start >= :lo AND period_start < :hi "
+             f"AND date_trunc('{grain}', period_start, 'UTC') = ANY(CAST(:starts AS timestamptz[]))")
+    source = parts.format(table=JOBS, cols=f"period_start AS t, {_COLUMNS}")
+    merged = merge_sql(source, f"date_trunc('{grain}', t, 'UTC')")
+    conn.execute(sa.text(f"INSERT INTO {JOBS} (grain, period_start, {_COLUMNS}) SELECT :grain, t, {_COLUMNS} "
+                         f"FROM ({merged}) m"), params)
     conn.execute(sa.text(f"""
         INSERT INTO {ERRORS} (grain, period_start, workflow_id, environment, error_type, workflow_name, failures)
-        SELECT 'day', date_trunc('day', period_start, 'UTC'), workflow_id, environment, error_type,
+        SELECT :grain, date_trunc('{grain}', period_start, 'UTC'), workflow_id, environment, error_type,
                max(workflow_name), sum(failures)
-        FROM ({hours.format(table=ERRORS)}) e GROUP BY 2, 3, 4, 5"""), params)
+        FROM ({parts.format(table=ERRORS, cols='*')}) e GROUP BY 2, 3, 4, 5"""), params)
+
+
+def _rebuild_coarse(conn, hours: list[datetime], covered_until: datetime) -> None:
+    """Rebuild the day and then the week rows that contain the given hours."""
+    days = {_day_of(h) for h in hours}
+    _rebuild_periods(conn, "day", list(days), covered_until)
+    _rebuild_periods(conn, "week", [_week_of(d) for d in days], covered_until)
 
 
 def _day_of(t: datetime) -> datetime:
     t = t.astimezone(timezone.utc)
     return datetime(t.year, t.month, t.day, tzinfo=timezone.utc)
+
+
+def _week_of(t: datetime) -> datetime:
+    """The UTC Monday 00:00 on or before t (PostgreSQL's date_trunc('week', t, 'UTC'))."""
+    d = _day_of(t)
+    return d - timedelta(days=d.weekday())
 
 
 def _floor_hour(t: datetime) -> datetime:
@@ -327,13 +350,30 @@ def _ceil_hour(t: datetime) -> datetime:
 
 
 def ensure_tables(engine: Engine) -> None:
-    """Create the rollup tables when missing (serialised: workers may start together)."""
+    """Create the rollup tables when missing or of an older layout (serialised: workers may
+    start together). A rollup of an older layout is dropped and rebuilt from the raw rows."""
+    current = f"SELECT 1 FROM {STATE} WHERE version = :v"
     with engine.begin() as conn:
-        if conn.execute(sa.text("SELECT to_regclass(:t) IS NOT NULL"), {"t": STATE}).scalar():
+        if _has_layout(conn, current):
             return
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY + 1})
+        if _has_layout(conn, current):
+            return
+        for table in (STATE, JOBS, ERRORS):
+            conn.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
         for ddl in TABLES:
             conn.execute(sa.text(ddl))
+        conn.execute(sa.text(f"INSERT INTO {STATE} (id, version, ratio, covered_until, completed_mark) "
+                             "VALUES (1, :v, :r, NULL, NULL)"), {"v": LAYOUT_VERSION, "r": RATIO})
+
+
+def _has_layout(conn, current: str) -> bool:
+    if not conn.execute(sa.text("SELECT to_regclass(:t) IS NOT NULL"), {"t": STATE}).scalar():
+        return False
+    has_version = conn.execute(sa.text(
+        "SELECT count(*) FROM information_schema.columns WHERE table_schema = :s AND table_name = 'rollup_state' "
+        "AND column_name = 'version'"), {"s": APP_SCHEMA}).scalar()
+    return bool(has_version) and conn.execute(sa.text(current), {"v": LAYOUT_VERSION}).first() is not None
 
 
 def _locked_step(engine: Engine, step) -> Any:
@@ -345,7 +385,7 @@ def _locked_step(engine: Engine, step) -> Any:
             return False, None
         state = conn.execute(sa.text(f"SELECT * FROM {STATE} WHERE id = 1")).mappings().first()
         now = conn.execute(sa.text("SELECT now()")).scalar()
-        if state is None or state["ratio"] != RATIO:
+        if state["covered_until"] is None:
             state = _start_over(conn, now)
         return True, step(conn, dict(state), now)
 
@@ -356,10 +396,8 @@ def _start_over(conn, now: datetime) -> dict:
         conn.execute(sa.text(f"TRUNCATE {table}"))
     first = conn.execute(sa.text("SELECT min(created_at) FROM job_queue")).scalar()
     covered = _floor_hour(first if first is not None else now - LAG)
-    state = {"ratio": RATIO, "covered_until": covered, "completed_mark": now - LAG, "reconciled_at": None}
-    conn.execute(sa.text(f"DELETE FROM {STATE}"))
-    conn.execute(sa.text(f"INSERT INTO {STATE} (id, ratio, covered_until, completed_mark, reconciled_at) "
-                         "VALUES (1, :ratio, :covered_until, :completed_mark, :reconciled_at)"), state)
+    state = {"covered_until": covered, "completed_mark": now - LAG, "reconciled_at": None}
+    _save(conn, state)
     return state
 
 
@@ -377,12 +415,12 @@ def _advance(conn, state: dict, now: datetime) -> dict:
         {"mark": mark, "hi": hi, "covered": covered})]
     _rebuild_hours(conn, dirty)
     target = min(_floor_hour(hi), covered + MAX_STEP)
-    new_days = []
+    new_hours = []
     if target > covered:
         _rebuild_range(conn, covered, target)
-        new_days = [_day_of(covered + HOUR * i) for i in range(int((target - covered) / HOUR))]
+        new_hours = [covered + HOUR * i for i in range(int((target - covered) / HOUR))]
     state.update(covered_until=max(covered, target), completed_mark=max(mark, hi))
-    _rebuild_days(conn, [_day_of(h) for h in dirty] + new_days, state["covered_until"])
+    _rebuild_coarse(conn, dirty + new_hours, state["covered_until"])
     _save(conn, state)
     return {"dirty_hours": len(dirty), "new_hours": int(max(target - covered, timedelta(0)) / HOUR),
             "behind": _floor_hour(hi) > state["covered_until"]}
@@ -415,7 +453,7 @@ def _reconcile(conn, state: dict, now: datetime) -> dict:
         SELECT DISTINCT coalesce(raw.t, kept.t) FROM raw FULL JOIN kept USING (t, status)
         WHERE raw.n IS DISTINCT FROM kept.n"""), {"covered": state["covered_until"]})]
     _rebuild_hours(conn, differ)
-    _rebuild_days(conn, [_day_of(h) for h in differ], state["covered_until"])
+    _rebuild_coarse(conn, differ, state["covered_until"])
     state["reconciled_at"] = now
     _save(conn, state)
     return {"rebuilt_hours": len(differ)}
@@ -474,8 +512,9 @@ def start_maintenance(engine: Engine, interval_s: float) -> threading.Thread | N
 
 @dataclass(frozen=True)
 class WindowPlan:
-    """Where each part of a window is read from: UTC day rows, UTC hour rows, raw ranges."""
+    """Where each part of a window is read from: UTC week, day and hour rows, raw ranges."""
 
+    weeks: tuple[datetime, ...] = ()
     days: tuple[datetime, ...] = ()
     hours: tuple[datetime, ...] = ()
     raw: tuple[tuple[datetime, datetime], ...] = field(default_factory=tuple)
@@ -505,24 +544,25 @@ def plan_window(start: datetime, end: datetime, covered_until: datetime, tz: str
     if he <= hs:
         return WindowPlan(raw=((start, end),))
     raw = tuple(r for r in ((start, hs), (he, end)) if r[0] < r[1])
-    days, hours = [], []
+    rows: dict[str, list[datetime]] = {"week": [], "day": [], "hour": []}
     t = hs
     while t < he:
-        day_end = t + DAY
-        if (t == _day_of(t) and day_end <= he
-                and (bucket is None or _bucket_key(t, bucket, tz) == _bucket_key(day_end - HOUR, bucket, tz))):
-            days.append(t)
-            t = day_end
-        else:
-            hours.append(t)
-            t += HOUR
-    return WindowPlan(days=tuple(days), hours=tuple(hours), raw=raw)
+        for grain, of in (("week", _week_of), ("day", _day_of), ("hour", _floor_hour)):
+            stop = t + GRAINS[grain]
+            if t == of(t) and stop <= he and (
+                    grain == "hour" or bucket is None
+                    or _bucket_key(t, bucket, tz) == _bucket_key(stop - HOUR, bucket, tz)):
+                rows[grain].append(t)
+                t = stop
+                break
+    return WindowPlan(weeks=tuple(rows["week"]), days=tuple(rows["day"]), hours=tuple(rows["hour"]), raw=raw)
 
 
 def covered_until(engine: Engine) -> datetime | None:
     try:
-        row = read_row(engine, f"SELECT covered_until FROM {STATE} WHERE id = 1 AND ratio = :r", {"r": RATIO})
-    except sa.exc.ProgrammingError:  # no rollup tables (a read-only user on a fresh database)
+        row = read_row(engine, f"SELECT covered_until FROM {STATE} WHERE id = 1 AND version = :v",
+                       {"v": LAYOUT_VERSION})
+    except sa.exc.ProgrammingError:  # no rollup tables yet, or of an older layout
         return None
     return row["covered_until"] if row else None
 
@@ -539,7 +579,7 @@ def usable_plan(engine: Engine, start: datetime, end: datetime, tz: str, bucket:
 
 
 def _plan_params(plan: WindowPlan) -> dict:
-    params: dict[str, Any] = {"r_days": list(plan.days), "r_hours": list(plan.hours)}
+    params: dict[str, Any] = {"r_weeks": list(plan.weeks), "r_days": list(plan.days), "r_hours": list(plan.hours)}
     for i, (lo, hi) in enumerate(plan.raw):
         params[f"r_lo{i}"], params[f"r_hi{i}"] = lo, hi
     return params
@@ -560,6 +600,9 @@ def facts_sql(plan: WindowPlan, filters: str, table: str = "jobs") -> tuple[str,
             raw_errors_sql(f"({raw_range}) AND {raw_filters}")
         name = ERRORS
     sql = f"""
+        SELECT period_start AS t, {cols} FROM {name}
+        WHERE grain = 'week' AND period_start = ANY(CAST(:r_weeks AS timestamptz[])) AND {filters}
+        UNION ALL
         SELECT period_start AS t, {cols} FROM {name}
         WHERE grain = 'day' AND period_start = ANY(CAST(:r_days AS timestamptz[])) AND {filters}
         UNION ALL

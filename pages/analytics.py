@@ -363,8 +363,8 @@ def apply_controls(range_, from_, to, bucket, tz_choice, environment, workflows,
     # The first run only reads the URL: leave the address as it came (no extra history entry).
     search = search_of(f) if ctx.triggered_id not in (None, "tz") else no_update
     window = f"{ac.window_text(f.start, f.end, f.tz)} · {f.tz} ({ac.zone_now_offset(f.tz)}) · {f.bucket} buckets"
-    covers = [html.Strong("Durations cover: "), an.duration_covers(f),
-              ". Percentiles are exact (percentile_cont, linear interpolation)."]
+    covers = [html.Strong("Durations cover: "), an.duration_covers(f), ". ",
+              an.percentile_note(current().engine, f)]
     return (search, f.to_dict(), ac.problems_alert(problems, "Some settings were not understood:"), bool(problems),
             hrefs, window, covers)
 

@@ -620,6 +620,8 @@ class TimePoint(Out):
 class AnalyticsResponse(DurationStats):
     filters: AppliedAnalyticsFilters
     covers: str = Field(description="Which jobs the duration figures cover.")
+    percentiles_exact: bool = Field(description="False when the percentiles come from the rollups "
+                                                "(long windows): within 1 % of the exact value.")
     self_healing_success_rate: float | None
     slowest_workflows: list[SlowWorkflow] = Field(description="The 10 workflows with the longest average duration.")
     workflows: list[WorkflowDurations]
@@ -666,6 +668,7 @@ def analytics_summary(engine, f: analytics.AnalyticsFilters) -> dict:
     return {
         "filters": f.to_dict(),
         "covers": durations["covers"],
+        "percentiles_exact": durations["exact"],
         **durations["fleet"],
         "self_healing_success_rate": healing,
         "slowest_workflows": slowest,

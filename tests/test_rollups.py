@@ -94,7 +94,8 @@ def test_percentiles_from_bins_are_within_the_stated_bound(seed):
 
 
 def _covered(plan: rollups.WindowPlan) -> list[tuple[datetime, datetime]]:
-    parts = [(d, d + timedelta(days=1)) for d in plan.days] + [(h, h + timedelta(hours=1)) for h in plan.hours]
+    parts = ([(w, w + timedelta(days=7)) for w in plan.weeks] + [(d, d + timedelta(days=1)) for d in plan.days]
+             + [(h, h + timedelta(hours=1)) for h in plan.hours])
     return sorted(parts + list(plan.raw))
 
 
@@ -117,9 +118,12 @@ def test_a_plan_reads_every_instant_once_and_keeps_rollup_rows_inside_one_bucket
         elif bucket == "week":
             assert first.isocalendar()[:2] == last.isocalendar()[:2]
     if tz == "UTC" and bucket in ("day", None):
-        assert len(plan.days) == 20        # whole UTC days come from day rows
+        # whole UTC days come from day rows, whole UTC weeks (Monday to Monday) from week rows
+        weeks = (datetime(2026, 10, 26, tzinfo=timezone.utc), datetime(2026, 11, 2, tzinfo=timezone.utc))
+        assert plan.weeks == (weeks if bucket is None else ())
+        assert len(plan.days) + 7 * len(plan.weeks) == 20
     if tz == "Europe/Berlin":
-        assert plan.days == ()             # a UTC day straddles two Berlin days
+        assert plan.days == plan.weeks == ()    # a UTC day straddles two Berlin days
 
 
 def test_zones_with_half_hour_offsets_and_short_windows_use_the_exact_queries(engine):
@@ -250,8 +254,11 @@ def test_concurrent_refreshes_do_not_double_count(engine):
     with engine.connect() as conn:
         hours = conn.execute(sa.text(f"SELECT sum(jobs) FROM {rollups.JOBS} WHERE grain = 'hour'")).scalar()
         days = conn.execute(sa.text(f"SELECT sum(jobs) FROM {rollups.JOBS} WHERE grain = 'day'")).scalar()
+        weeks = conn.execute(sa.text(f"SELECT sum(jobs) FROM {rollups.JOBS} WHERE grain = 'week'")).scalar() or 0
         covered = conn.execute(sa.text(f"SELECT covered_until FROM {rollups.STATE}")).scalar()
     assert hours == sum(j["created"] < covered for j in jobs)
     full_days = covered.replace(hour=0)
     assert days == sum(j["created"] < full_days for j in jobs)
+    full_weeks = full_days - timedelta(days=full_days.weekday())
+    assert weeks == sum(j["created"] < full_weeks for j in jobs)
     assert _fleet(engine, now)["total_jobs"] == len(jobs)
