@@ -39,6 +39,8 @@ that are not whole hours, robot filters and short windows use the exact queries 
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 import math
 import threading
@@ -567,10 +569,23 @@ def covered_until(engine: Engine) -> datetime | None:
     return row["covered_until"] if row else None
 
 
+_EXACT_ONLY = contextvars.ContextVar("rollups_exact_only", default=False)
+
+
+@contextlib.contextmanager
+def exact_only():
+    """Within the block (this thread or task), reads use the exact queries, never the rollups."""
+    token = _EXACT_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _EXACT_ONLY.reset(token)
+
+
 def usable_plan(engine: Engine, start: datetime, end: datetime, tz: str, bucket: str | None,
                 robots=()) -> WindowPlan | None:
     """A plan when the rollup can answer this window, else None (use the exact queries)."""
-    if robots or end - start <= EXACT_MAX_WINDOW or not whole_hour_zone(tz, start, end):
+    if _EXACT_ONLY.get() or robots or end - start <= EXACT_MAX_WINDOW or not whole_hour_zone(tz, start, end):
         return None
     until = covered_until(engine)
     if until is None or until < min(end, datetime.now(timezone.utc)) - MAX_LAG_BEHIND:
