@@ -416,9 +416,12 @@ def read_frame(engine: Engine, sql: str, params: Mapping[str, Any] | None = None
             if hash_grouping:
                 conn.execute(sa.text("SET LOCAL enable_sort = off"))
             result = conn.execute(sa.text(sql), dict(params or {}))
-            return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+            columns, rows = list(result.keys()), result.fetchall()
     except _UNAVAILABLE as exc:
         raise _translate(exc, engine) from exc
+    # Column by column: several times faster than handing pandas a list of Row objects.
+    values = zip(*rows) if rows else ([] for _ in columns)
+    return pd.DataFrame(dict(zip(columns, map(list, values))), columns=columns)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -739,7 +742,11 @@ def weekly_throughput(engine: Engine, f: AnalyticsFilters, now: datetime | None 
     if frame.empty:
         return pd.DataFrame(columns=WEEKLY_COLUMNS)
     frame.loc[frame["is_total"], "workflow_name"] = "All workflows"
+    return weekly_table(frame, f)
 
+
+def weekly_table(frame: pd.DataFrame, f: AnalyticsFilters) -> pd.DataFrame:
+    """The weekly counts, rates and P95s with the changes worked out, total first."""
     def pct(new, base):
         return [(float(a) - float(b)) / float(b) * 100 if b else None for a, b in zip(new, base)]
 
@@ -1323,11 +1330,8 @@ def fleet_utilization(engine: Engine, f: AnalyticsFilters) -> dict | None:
     except (ImportError, AttributeError):
         return None
     ids: list[str] | None = list(f.robots) or None
-    if f.environment:
-        in_env = read_frame(engine, "SELECT robot_id::text AS robot_id FROM robots WHERE environment = :env "
-                                    "ORDER BY 1 LIMIT 5000", {"env": f.environment})["robot_id"].tolist()
-        ids = [r for r in ids if r in set(in_env)] if ids is not None else in_env
+    env = f.environment or None
     return {
-        "robots": per_robot(engine, ids, f.start, f.end),
-        "hour_of_week": by_hour(engine, ids, f.start, f.end, f.tz),
+        "robots": per_robot(engine, ids, f.start, f.end, environment=env),
+        "hour_of_week": by_hour(engine, ids, f.start, f.end, f.tz, environment=env),
     }

@@ -17,7 +17,7 @@ from sqlalchemy.engine import Engine
 
 from data import analytics as an
 from data import rollups
-from data.rollups import WindowPlan, grouped_percentiles, percentiles_from_bins
+from data.rollups import WindowPlan, bin_value_sql, percentiles_from_bins
 
 _BUCKET = "date_trunc(:bucket, x.t, :tz)"
 
@@ -72,6 +72,44 @@ def histograms(engine: Engine, f: an.AnalyticsFilters, plan: WindowPlan, by: tup
     return an.read_frame(engine, sql, _params(f, plan, fparams), hash_grouping=True)
 
 
+def percentiles(engine: Engine, f: an.AnalyticsFilters, plan: WindowPlan, by: tuple[str, ...], ps,
+                names: list[str], metric: str = "dur", with_total: bool = False) -> pd.DataFrame:
+    """Per ``by``: ``timed`` (how many values) and the percentiles ``ps`` (columns ``names``) of
+    ``metric`` over the ``f.statuses`` jobs, from the merged histograms; ``with_total`` adds a
+    row over all groups (its ``by`` columns None). Computed in SQL the way
+    rollups.percentiles_from_bins does: the order statistics around position (n - 1) × p, each
+    at the middle of its bin, interpolated."""
+    filters, fparams = _filters(f)
+    facts, _ = rollups.facts_sql(plan, filters)
+    cols = _group_cols(by) or ["0 AS fleet"]
+    keys = ", ".join(by) or "fleet"
+    exprs = [c.split(" AS ")[0] for c in cols]
+    group = f"GROUPING SETS (({', '.join(exprs)}, u.b), (u.b))" if with_total else f"{', '.join(exprs)}, u.b"
+    lo, hi = bin_value_sql("b_lo"), bin_value_sql("b_hi")
+    sql = f"""
+    WITH h AS (
+        SELECT {', '.join(cols)}, u.b AS bin, sum(u.n)::bigint AS n
+        FROM ({facts}) x, unnest(x.{metric}_bin, x.{metric}_n) AS u(b, n)
+        WHERE x.status = ANY(:dur_statuses) GROUP BY {group}
+    ),
+    c AS (SELECT h.*, sum(n) OVER (PARTITION BY {keys} ORDER BY bin) AS cum,
+                 sum(n) OVER (PARTITION BY {keys}) AS total FROM h),
+    q AS (
+        SELECT {keys}, p.i, (max(total) - 1) * p.p AS pos, max(total) AS total,
+               min(bin) FILTER (WHERE cum > floor((total - 1) * p.p)) AS b_lo,
+               min(bin) FILTER (WHERE cum > ceil((total - 1) * p.p)) AS b_hi
+        FROM c CROSS JOIN unnest(CAST(:ps AS float8[])) WITH ORDINALITY AS p(p, i)
+        GROUP BY {keys}, p.i, p.p
+    )
+    SELECT {keys}, max(total) AS timed, array_agg({lo} + (pos - floor(pos)) * ({hi} - {lo}) ORDER BY i) AS v
+    FROM q GROUP BY {keys}"""
+    frame = an.read_frame(engine, sql, {**_params(f, plan, fparams), "ps": [float(p) for p in ps]},
+                          hash_grouping=True)
+    values = pd.DataFrame(frame["v"].tolist(), columns=names, index=frame.index, dtype="float64")
+    frame = pd.concat([frame.drop(columns=["v"]), values], axis=1)
+    return frame.drop(columns=["fleet"]) if not by else frame
+
+
 def error_counts(engine: Engine, f: an.AnalyticsFilters, plan: WindowPlan, by: tuple[str, ...]) -> pd.DataFrame:
     """Failures per ``by`` and error type."""
     filters, fparams = _filters(f)
@@ -111,22 +149,17 @@ def _by_status(frame: pd.DataFrame, keys: list[str], statuses) -> pd.DataFrame:
     return out.rename(columns={"jobs": "total_jobs"})
 
 
-def _merge_bins(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    return frame.groupby([*keys, "bin"], as_index=False)["n"].sum()
-
-
 # ---------------------------------------------------------------------------------------------
 # The page's sections
 # ---------------------------------------------------------------------------------------------
 
 def duration_percentiles(engine: Engine, f: an.AnalyticsFilters, plan: WindowPlan) -> dict:
     c = _by_status(counts(engine, f, plan, ("workflow_id",)), ["workflow_id"], f.statuses)
-    dur = histograms(engine, f, plan, ("workflow_id",), "dur")
-    wait = histograms(engine, f, plan, ("workflow_id",), "wait")
     names = [f"p{int(p * 100)}" for p in an.PERCENTILES]
 
-    def pcts(hist, keys):
-        return grouped_percentiles(hist, keys, an.PERCENTILES, names)
+    def pcts(metric):  # per workflow, and the fleet (workflow_id None)
+        found = percentiles(engine, f, plan, ("workflow_id",), an.PERCENTILES, names, metric, with_total=True)
+        return {r["workflow_id"] if isinstance(r["workflow_id"], str) else None: r for r in found.to_dict("records")}
 
     def row(r, d, w, fleet):
         out = an._percentile_row({"is_fleet": fleet, "workflow_id": r.get("workflow_id"),
@@ -143,12 +176,9 @@ def duration_percentiles(engine: Engine, f: an.AnalyticsFilters, plan: WindowPla
     fleet_counts = c.drop(columns=["workflow_id"]).sum(numeric_only=True).to_dict() if not c.empty else {}
     fleet_counts = {k: fleet_counts.get(k, 0) for k in ("total_jobs", "completed", "failed", "cancelled",
                                                         "timed_jobs", "dur_sum_ms", "wait_sum_ms")}
-    fleet_d = pcts(_merge_bins(dur, []).assign(all=1), ["all"]).to_dict("records")
-    fleet_w = pcts(_merge_bins(wait, []).assign(all=1), ["all"]).to_dict("records")
-    fleet = row(fleet_counts, fleet_d[0] if fleet_d else None, fleet_w[0] if fleet_w else None, True)
+    d_by, w_by = pcts("dur"), pcts("wait")
+    fleet = row(fleet_counts, d_by.get(None), w_by.get(None), True)
     fleet = {k: v for k, v in fleet.items() if k not in ("is_fleet", "workflow_id", "workflow_name")}
-    d_by = {r["workflow_id"]: r for r in pcts(dur, ["workflow_id"]).to_dict("records")}
-    w_by = {r["workflow_id"]: r for r in pcts(wait, ["workflow_id"]).to_dict("records")}
     rows = [row(r, d_by.get(r["workflow_id"]), w_by.get(r["workflow_id"]), False) for r in c.to_dict("records")]
     workflows = pd.DataFrame(rows, columns=an._PERCENTILE_COLUMNS)
     workflows = workflows.sort_values(["total_jobs", "workflow_id"], ascending=[False, True], ignore_index=True)
@@ -170,8 +200,8 @@ def _bucket_frame(engine: Engine, f: an.AnalyticsFilters) -> pd.DataFrame:
 def time_series(engine: Engine, f: an.AnalyticsFilters, plan: WindowPlan) -> pd.DataFrame:
     frame = _bucket_frame(engine, f)
     c = _by_status(counts(engine, f, plan, ("bucket",)), ["bucket"], f.statuses)
-    p = grouped_percentiles(histograms(engine, f, plan, ("bucket",)), ["bucket"], (0.5, 0.95),
-                            ["p50_duration_ms", "p95_duration_ms"]).drop(columns="timed")
+    p = percentiles(engine, f, plan, ("bucket",), (0.5, 0.95),
+                    ["p50_duration_ms", "p95_duration_ms"]).drop(columns="timed")
     frame = frame.merge(c[["bucket", "total_jobs", "completed", "failed", "cancelled", "timed_jobs"]],
                         on="bucket", how="left").merge(p, on="bucket", how="left")
     for col in ("total_jobs", "completed", "failed", "cancelled", "timed_jobs"):
@@ -188,8 +218,7 @@ def time_series(engine: Engine, f: an.AnalyticsFilters, plan: WindowPlan) -> pd.
 
 def workflow_stats(engine: Engine, f: an.AnalyticsFilters, plan: WindowPlan, limit: int = 500) -> pd.DataFrame:
     c = _by_status(counts(engine, f, plan, ("workflow_id",)), ["workflow_id"], f.statuses)
-    p95 = grouped_percentiles(histograms(engine, f, plan, ("workflow_id",)), ["workflow_id"], (0.95,),
-                              ["p95_duration_ms"]).drop(columns="timed")
+    p95 = percentiles(engine, f, plan, ("workflow_id",), (0.95,), ["p95_duration_ms"]).drop(columns="timed")
     errors = error_counts(engine, f, plan, ("workflow_id",))
     types = errors.groupby("workflow_id")["error_type"].nunique().rename("error_types").reset_index()
     frame = c.merge(p95, on="workflow_id", how="left").merge(types, on="workflow_id", how="left")
@@ -291,52 +320,41 @@ def weekly_throughput(engine: Engine, f: an.AnalyticsFilters, now: datetime) -> 
     weekly = an.AnalyticsFilters(**{**f.__dict__, "start": first, "end": next_week, "bucket": "week"})
     plan = rollups.usable_plan(engine, first, next_week, f.tz, "week", f.robots)
     to_date = rollups.usable_plan(engine, last_week, last_week_now, f.tz, None, f.robots)
-    if plan is None or to_date is None:
+    recent = rollups.usable_plan(engine, last_week, next_week, f.tz, "week", f.robots)
+    if plan is None or to_date is None or recent is None:
         return None
-    finished = ("completed", "failed")
     c = counts(engine, weekly, plan, ("bucket", "workflow_id"))
-    c = c[c["status"].isin(finished)]
-    ltd = counts(engine, weekly, to_date, ("workflow_id",))
-    ltd = ltd[ltd["status"].isin(finished)].groupby("workflow_id")["jobs"].sum()
-    hist = histograms(engine, weekly, plan, ("bucket", "workflow_id"))
-    hist = hist[hist["bucket"] >= last_week]
+    c = c[c["status"].isin(["completed", "failed"])]
     if c.empty:
         return pd.DataFrame(columns=an.WEEKLY_COLUMNS)
-    c = c.assign(week=pd.to_datetime(c["bucket"], utc=True))
-    rows = []
-    for wf, part in [(None, c), *c.groupby("workflow_id")]:
-        def jobs(week, status=None, part=part):
-            sel = part[part["week"] == pd.Timestamp(week)]
-            return int(sel[sel["status"] == status]["jobs"].sum() if status else sel["jobs"].sum())
-        h = hist if wf is None else hist[hist["workflow_id"] == wf]
-
-        def p95(week, h=h):
-            sel = h[pd.to_datetime(h["bucket"], utc=True) == pd.Timestamp(week)]
-            return percentiles_from_bins(sel["bin"], sel["n"], (0.95,))[0] if not sel.empty else None
-        this, last = jobs(this_week), jobs(last_week)
-        rows.append({
-            "is_total": wf is None, "workflow_id": wf,
-            "workflow_name": "All workflows" if wf is None else part["workflow_name"].max(),
-            "this_week": this, "last_week_to_date": int(ltd.sum() if wf is None else ltd.get(wf, 0)),
-            "last_week": last, "avg_4_weeks": float(part[part["week"] < pd.Timestamp(last_week)]["jobs"].sum()) / 4,
-            "success_rate_this_week": an._rate(jobs(this_week, "completed"), this),
-            "success_rate_last_week": an._rate(jobs(last_week, "completed"), last),
-            "p95_this_week_ms": p95(this_week), "p95_last_week_ms": p95(last_week),
-        })
-    frame = pd.DataFrame(rows)
-
-    def pct(new, base):
-        return [(float(a) - float(b)) / float(b) * 100 if b else None for a, b in zip(new, base)]
-
-    frame["change_pct"] = pct(frame["last_week"], frame["avg_4_weeks"])
-    frame["pace_change_pct"] = pct(frame["this_week"], frame["last_week_to_date"])
-    for col in ("avg_4_weeks", "success_rate_this_week", "success_rate_last_week", "p95_this_week_ms",
-                "p95_last_week_ms", "change_pct", "pace_change_pct"):
-        frame[col] = pd.to_numeric(frame[col], errors="coerce").astype("float64")
-    frame = frame.sort_values(["is_total", "last_week", "this_week", "workflow_id"],
-                              ascending=[False, False, False, True], ignore_index=True, na_position="first")
-    frame = frame[an.WEEKLY_COLUMNS]
-    frame.attrs.update(covers=an.duration_covers(f).replace(", created in the window", ""), exact=False)
+    ltd = counts(engine, weekly, to_date, ("workflow_id",))
+    ltd = ltd[ltd["status"].isin(["completed", "failed"])].groupby("workflow_id")["jobs"].sum()
+    c["week"] = pd.to_datetime(c["bucket"], utc=True).map(
+        {pd.Timestamp(this_week): "this", pd.Timestamp(last_week): "last"}).fillna("before")
+    c["done"] = np.where(c["status"] == "completed", c["jobs"], 0)
+    per = c.pivot_table(index="workflow_id", columns="week", values=["jobs", "done"], aggfunc="sum", fill_value=0)
+    per.columns = [f"{a}_{b}" for a, b in per.columns]
+    per = per.reindex(columns=[f"{a}_{b}" for a in ("jobs", "done") for b in ("this", "last", "before")],
+                      fill_value=0)
+    per = pd.concat([per.sum().to_frame("").T, per])  # "" = all workflows, first
+    last_weeks = an.AnalyticsFilters(**{**weekly.__dict__, "start": last_week, "end": next_week})
+    p95 = pd.concat([percentiles(engine, last_weeks, recent, ("bucket",), (0.95,), ["p95"]).assign(workflow_id=""),
+                     percentiles(engine, last_weeks, recent, ("bucket", "workflow_id"), (0.95,), ["p95"])])
+    p95 = p95.set_index([pd.to_datetime(p95["bucket"], utc=True), "workflow_id"])["p95"]
+    names = c.groupby("workflow_id")["workflow_name"].max()
+    frame = pd.DataFrame({
+        "is_total": per.index == "", "workflow_id": [w or None for w in per.index],
+        "workflow_name": ["All workflows" if w == "" else names.get(w) for w in per.index],
+        "this_week": per["jobs_this"].to_numpy(), "last_week_to_date": [int(ltd.sum()) if w == "" else
+                                                                          int(ltd.get(w, 0)) for w in per.index],
+        "last_week": per["jobs_last"].to_numpy(), "avg_4_weeks": per["jobs_before"].to_numpy() / 4,
+        "success_rate_this_week": [an._rate(d, n) for d, n in zip(per["done_this"], per["jobs_this"])],
+        "success_rate_last_week": [an._rate(d, n) for d, n in zip(per["done_last"], per["jobs_last"])],
+        "p95_this_week_ms": [p95.get((pd.Timestamp(this_week), w)) for w in per.index],
+        "p95_last_week_ms": [p95.get((pd.Timestamp(last_week), w)) for w in per.index],
+    })
+    frame = an.weekly_table(frame, f)
+    frame.attrs["exact"] = False
     return frame
 
 
@@ -354,8 +372,7 @@ def anomaly_series(engine: Engine, f: an.AnalyticsFilters, first: datetime, stop
                                                                      finished=("jobs", "sum"))
     failed = c[c["status"] == "failed"].groupby(["workflow_id", "bucket"])["jobs"].sum().rename("failed")
     per = per.merge(failed.reset_index(), on=["workflow_id", "bucket"], how="left")
-    p95 = grouped_percentiles(histograms(engine, window, plan, ("workflow_id", "bucket")),
-                              ["workflow_id", "bucket"], (0.95,), ["p95_duration_ms"])
+    p95 = percentiles(engine, window, plan, ("workflow_id", "bucket"), (0.95,), ["p95_duration_ms"])
     per = per.merge(p95.rename(columns={"timed": "timed_jobs"}), on=["workflow_id", "bucket"], how="outer")
     if per.empty:
         return pd.DataFrame(columns=["workflow_id", "workflow_name", "bucket", "finished", "failed", "timed_jobs",

@@ -177,16 +177,9 @@ def percentiles_from_bins(bins, counts, ps) -> list[float | None]:
     return out
 
 
-def grouped_percentiles(frame: pd.DataFrame, keys: list[str], ps, names: list[str]) -> pd.DataFrame:
-    """Per group of ``keys`` in a long histogram frame (columns keys + ``bin``, ``n``): the
-    percentiles ``ps`` as columns ``names``, plus ``timed`` (the count)."""
-    rows = []
-    if not frame.empty:
-        for key, part in frame.groupby(keys, sort=False, dropna=False):
-            key = key if isinstance(key, tuple) else (key,)
-            values = percentiles_from_bins(part["bin"].to_numpy(), part["n"].to_numpy(), ps)
-            rows.append({**dict(zip(keys, key)), "timed": int(part["n"].sum()), **dict(zip(names, values))})
-    return pd.DataFrame(rows, columns=[*keys, "timed", *names])
+def bin_value_sql(b: str) -> str:
+    """SQL: bin_value() of the bin number ``b``."""
+    return f"(CASE WHEN {b} < 0 THEN 0 ELSE power({RATIO!r}, {b} + 0.5) END)"
 
 
 # ---------------------------------------------------------------------------------------------
