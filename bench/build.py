@@ -8,7 +8,8 @@ days, the demo's distributions). The 10 M database also gets 24 hours of heartbe
 (bench.heartbeats). Then the indexes: the orchestrator's own (schema.md lists them; a real
 orchestrator database has them) and the app's (data.schema.INDEXES, built here without
 CONCURRENTLY because nothing else uses the database yet, then ensure_schema to confirm), and
-VACUUM ANALYZE (statistics and the visibility map, as autovacuum would leave them).
+VACUUM ANALYZE (statistics and the visibility map, as autovacuum would leave them), and the
+first backfill of the rollups (data.rollups.maintain until caught up; timed and recorded).
 
 A database whose record in fleet_monitor.meta (key 'bench') says it is complete with the same
 number of jobs is reused; anything else under that name is dropped and rebuilt. Builds never run
@@ -27,8 +28,8 @@ from datetime import datetime, timezone
 import sqlalchemy as sa
 
 from bench.common import (
-    DATA_DIR, DAYS, ROBOTS, SEED, database_exists, database_url, db_name, log, parse_sizes, read_meta,
-    server_facts, size_label, start_server, write_meta,
+    DATA_DIR, DAYS, ROBOTS, SEED, database_exists, database_url, db_name, log, maintain_rollups, parse_sizes,
+    read_meta, server_facts, size_label, start_server, write_meta,
 )
 from data.db import make_engine
 from data.schema import APP_TABLES, INDEXES, ORCHESTRATOR_TABLES, ensure_schema
@@ -142,6 +143,10 @@ def build_one(admin_url: str, jobs: int, *, force: bool = False, heartbeats: str
             for table in TABLES:
                 with _timed(phases, f"vacuum analyze {table}"):
                     conn.execute(sa.text(f"VACUUM (ANALYZE) {table}"))
+        # A fresh database comes with its rollups (the analytics' and the robots'), as an app
+        # that has run for a while has them; the first backfill is timed (fleet_monitor.meta).
+        with _timed(phases, "rollups: first backfill (data.rollups.maintain)"):
+            maintain_rollups(url)
         seconds = round(time.perf_counter() - began, 1)
         sizes = table_sizes(engine)
         meta = {

@@ -262,12 +262,18 @@ def queue_breakdown(loader: Loader) -> dict:
 # ---------------------------------------------------------------------------------------------
 # Job history and one job
 # ---------------------------------------------------------------------------------------------
-def _filtered(loader: Loader, filters, tz: str, columns: str, extra: str = "", categories=()) -> pd.DataFrame:
+def _filtered(loader: Loader, filters, tz: str, columns: str, extra: str = "", categories=(),
+              search_since: datetime | None = None) -> pd.DataFrame:
+    """The filtered jobs' `columns`; `search_since` limits them to jobs created at or after it
+    (what the app's bounded text search reads: data.jobs.search_scope)."""
     from data.jobs import filter_sql
 
     where, params = filter_sql(filters, tz)
     if extra:
         where = where + [extra]
+    if search_since is not None:
+        where = where + ["j.created_at >= :naive_search_since"]
+        params = {**params, "naive_search_since": search_since}
     sql = f"SELECT {columns} FROM job_queue j {'WHERE ' + ' AND '.join(where) if where else ''}"
     return loader.frame(sql, params, categories)
 
@@ -292,24 +298,27 @@ def job_page(loader: Loader, filters, tz: str, page: int = 1, sort: str = "-crea
     return _fetch_page(loader, ids)
 
 
-def job_search_page(loader: Loader, filters, tz: str, page_size: int = 50) -> pd.DataFrame:
-    """Text search the naive way: load the messages of the (otherwise filtered) jobs, search in pandas."""
+def job_search_page(loader: Loader, filters, tz: str, page_size: int = 50,
+                    search_since: datetime | None = None) -> pd.DataFrame:
+    """Text search the naive way: load the messages of the (otherwise filtered) jobs, search in
+    pandas. `search_since`: the same jobs the app's search reads (its search_scope's ``since``)."""
     from dataclasses import replace
 
     q = filters.q
     frame = _filtered(loader, replace(filters, q=None), tz, "j.id::text AS id, j.created_at, j.error_message",
-                      extra="j.error_message IS NOT NULL")
+                      extra="j.error_message IS NOT NULL", search_since=search_since)
     hits = frame[frame["error_message"].str.contains(q, case=False, regex=False, na=False)]
     ids = hits.sort_values(["created_at", "id"], ascending=False)["id"].iloc[:page_size].tolist()
     return _fetch_page(loader, ids)
 
 
-def job_count(loader: Loader, filters, tz: str) -> int:
-    return len(_filtered(loader, filters, tz, "j.id::text AS id, j.created_at"))
+def job_count(loader: Loader, filters, tz: str, search_since: datetime | None = None) -> int:
+    return len(_filtered(loader, filters, tz, "j.id::text AS id, j.created_at", search_since=search_since))
 
 
-def job_summary(loader: Loader, filters, tz: str) -> dict:
-    frame = _filtered(loader, filters, tz, "j.status, j.started_at, j.completed_at", categories=("status",))
+def job_summary(loader: Loader, filters, tz: str, search_since: datetime | None = None) -> dict:
+    frame = _filtered(loader, filters, tz, "j.status, j.started_at, j.completed_at", categories=("status",),
+                      search_since=search_since)
     timed = frame[frame["status"].isin(["completed", "failed"]) & frame["started_at"].notna() & frame["completed_at"].notna()]
     ms = _ms(timed["completed_at"], timed["started_at"])
     return {"by_status": frame["status"].value_counts().to_dict(), "p50_p95": _pct(ms, (0.5, 0.95))}

@@ -1,6 +1,7 @@
 """Time every data function behind every page and API endpoint; write bench/RESULTS.md.
 
     python -m bench.run [--sizes 1m,10m] [--repeat 5] [--check] [--naive on|off] [--only GROUP]
+                        [--reuse-baselines] [--rebuild-rollups]
     python -m bench.run --database-url URL [--label tiny] [--output PATH]     # any database
 
 For each size (a benchmark database built by bench.build, built first when missing) and each
@@ -10,6 +11,13 @@ and reports medians: per function and per page (the sum of a pass). Beside each 
 same question answered as one plain SQL query on the raw tables (bench.raw) and the naive way,
 loading the window's rows with pandas (bench.naive, in a worker process of its own), with the
 ratios ours/raw and ours/naive and the growth from the smallest to the largest size.
+
+Before measuring, the rollups (data.rollups.maintain: the analytics rollups and the robots'
+rollup, which follow the database's now()) are brought up to date and their maintenance timed;
+for the analytics windows longer than 48 hours the exact answers are computed too and the
+rollups' percentiles compared with them (RESULTS.md, "Accuracy of the rollups").
+``--reuse-baselines`` takes the naive and plain-SQL timings, which do not depend on the app's
+code, from the previous results of the same database build (bench/data/results-<size>.json).
 
 Which functions exist is read from the pages and server routes (``discover``): a data function
 that a page calls but this file has no recipe for is listed as "not measured", so the report
@@ -41,8 +49,8 @@ import sqlalchemy as sa
 
 from bench import naive, raw
 from bench.common import (
-    BENCH_DIR, DATA_DIR, RESULTS, database_exists, database_url, db_name, parse_sizes, read_meta, server_facts,
-    size_label, start_server,
+    BENCH_DIR, DATA_DIR, RESULTS, database_exists, database_url, db_name, maintain_rollups, parse_sizes, read_meta,
+    server_facts, size_label, start_server,
 )
 from data.db import make_engine
 
@@ -93,7 +101,8 @@ TARGETS = {t.key: t for t in [
            fix="an index whose leading columns match the filter and the keyset order"),
     Target("search", "Text search in error messages ≤ 500 ms", 500,
            fix="a trigram GIN index on error_message where the server offers pg_trgm "
-               "(not in the embedded server), or bounding the search to a time range by default"),
+               "(not in the embedded server); without it the search already reads at most the newest "
+               "100,000 jobs with an error message (data.jobs.SEARCH_SCAN_CAP), so a smaller bound"),
     Target("robots_list", "Robots list ≤ 150 ms", 150,
            fix="the 7-day work numbers from a per-robot hourly rollup instead of the job rows"),
     Target("robot_page", "Robot page (7-day window) ≤ 150 ms", 150,
@@ -206,12 +215,15 @@ class Case:
     target: str | None = None         # a target this case must meet on its own
     in_total: bool = True
     note: str = ""
+    describe: Callable[[Any], str] | None = None  # a note from the function's answer (per size)
     times: list[float] = field(default_factory=list)
     error: str | None = None
     raw_times: list[float] = field(default_factory=list)
     raw_error: str | None = None
     naive_times: list[float] = field(default_factory=list)
     naive_error: str | None = None
+    raw_reused: str | None = None     # when the reused plain-SQL timing was measured
+    naive_reused: str | None = None   # when the reused naive timing was measured
 
 
 @dataclass
@@ -226,6 +238,9 @@ class Group:
     passes: list[dict[str, float]] = field(default_factory=list)
     naive_page_times: list[float] = field(default_factory=list)
     naive_page_error: str | None = None
+    naive_page_reused: str | None = None
+    accuracy: Callable[[], list[dict]] | None = None  # rollup vs exact answers (analytics > 48 h)
+    accuracy_rows: list[dict] = field(default_factory=list)
 
 
 @dataclass
@@ -421,15 +436,30 @@ def plan(ctx: Context) -> list[Group]:
                              f"{DEEP_PAGE:,} or the last page of a smaller set (the page reached is given per "
                              "size), opened by its keyset cursor. W, R, E, T: see Data."))
 
+    # Text search: what it reads is bounded (data.jobs.search_scope); the naive way is given the
+    # same jobs (the scope's `since`), and each row says what was read, from the answer's `search`.
     searches = []
+    describe = functools.partial(describe_search, data_now=ctx.data_now)
     for label, query in [(f"q={ctx.q_common!r}", {"q": ctx.q_common}), (f"q={ctx.q_rare!r}", {"q": ctx.q_rare}),
-                         (f"q={ctx.q_none!r} (no match: reads every message)", {"q": ctx.q_none}),
+                         (f"q={ctx.q_none!r} (no match)", {"q": ctx.q_none}),
                          (f"q={ctx.q_rare!r} + range=7d", {"q": ctx.q_rare, "range": "7d"})]:
         filters, _ = jobs.parse_filters(query)
+        scope = jobs.search_scope(e, filters, tz)
+        since = scope.get("since") if scope else None
         searches.append(Case(f"list_jobs · {label} · page 1", _qualified(jobs.list_jobs),
-                             _call(jobs.list_jobs, e, filters, tz), naive=P(naive.job_search_page, filters=filters, tz=tz),
-                             target="search"))
-    groups.append(Group("Job history text search", cases=searches, total=False, naive_page=False))
+                             _call(jobs.list_jobs, e, filters, tz),
+                             naive=P(naive.job_search_page, filters=filters, tz=tz, search_since=since),
+                             target="search", describe=describe))
+        searches.append(Case(f"count_jobs · {label}", _qualified(jobs.count_jobs), _call(jobs.count_jobs, e, filters, tz),
+                             naive=P(naive.job_count, filters=filters, tz=tz, search_since=since)))
+        searches.append(Case(f"job_summary · {label}", _qualified(jobs.job_summary),
+                             _call(jobs.job_summary, e, filters, tz),
+                             naive=P(naive.job_summary, filters=filters, tz=tz, search_since=since)))
+    groups.append(Group("Job history text search", cases=searches, total=False, naive_page=False,
+                        note="Without a trigram index (pg_trgm) a search reads the messages of at most the newest "
+                             f"{jobs.SEARCH_SCAN_CAP:,} jobs with an error message in the time range; what the "
+                             "search read is given per size (the answer's `search` entry). The naive way searches "
+                             "the same jobs. The count and the summary are the callback beside the grid (no target)."))
 
     groups.append(Group("Job history counts and summary", cases=summaries, total=False, naive_page=False,
                         note="The count/summary callback beside the grid (no target in issue 9): counts stop at "
@@ -488,7 +518,8 @@ def plan(ctx: Context) -> list[Group]:
              _call(rb.robot_filter_options, e), in_total=False),
     ]
     groups.append(Group("Robots list", target="robots_list", cases=robots_cases,
-                        note="Total = the list callback with its minute-long work cache cold."))
+                        note="Total = the list callback with its minute-long work cache cold. The work numbers "
+                             + robot_rollup_note(e, tz) + "."))
 
     r0, r1 = ctx.data_now - timedelta(days=7), ctx.data_now
     rid = ctx.robot
@@ -518,9 +549,9 @@ def plan(ctx: Context) -> list[Group]:
                         note="Naive: the robot's heartbeats and jobs of the window loaded and every chart computed "
                              "in pandas (shown on the first row)."))
 
-    # Analytics: every data function the page calls, for 30 and 90 days.
+    # Analytics: every data function the page calls, for 7 (the page's default), 30 and 90 days.
     names = page_functions("data.analytics", "pages/analytics.py")
-    for days, target in ((30, None), (90, "analytics_90d")):
+    for days, target in ((7, None), (30, None), (90, "analytics_90d")):
         f, problems = an.parse_filters({"range": f"{days}d"}, default_tz=tz, now=ctx.data_now)
         cases = []
         for name in names:
@@ -529,8 +560,13 @@ def plan(ctx: Context) -> list[Group]:
             cases.append(Case(name, _qualified(fn), _call(fn, *args),
                               raw=raw.ANALYTICS[name](f) if name in raw.ANALYTICS else None,
                               naive=P(naive.analytics_function, name=name, f=f) if naive.has_analytics(name) else None))
-        groups.append(Group(f"Analytics page, {days} days (bucket {f.bucket})", target=target, cases=cases,
-                            note="Naive page: the window's rows loaded once, every section computed in pandas."))
+        default = " — the page's default view" if f"{days}d" == an.DEFAULT_RANGE else ""
+        long_window = f.end - f.start > ROLLUP_MIN_WINDOW
+        groups.append(Group(f"Analytics page, {days} days (bucket {f.bucket}){default}", target=target, cases=cases,
+                            note="Naive page: the window's rows loaded once, every section computed in pandas."
+                                 + (" Windows over 48 hours read the rollups when they are current (see Accuracy)."
+                                    if long_window else ""),
+                            accuracy=functools.partial(rollup_accuracy, e, f) if long_window else None))
 
     # REST API and Prometheus (what their routes call beyond the pages' functions)
     api_names = [n for n in page_functions("data.analytics", "server/api.py")]
@@ -570,6 +606,229 @@ def plan(ctx: Context) -> list[Group]:
     return groups
 
 
+def describe_search(answer, data_now: datetime) -> str:
+    """What a text search read, from the `search` entry of list_jobs' answer."""
+    search = answer.get("search") if isinstance(answer, dict) else None
+    if not search:
+        return "no search scope in the answer"
+    if search.get("method") == "trigram index":
+        return "every message in the range (trigram index)"
+    cap = search.get("cap")
+    if search.get("complete") or search.get("since") is None:
+        return f"every job with a message in the range (fewer than {cap:,})" if cap else "every job in the range"
+    since = search["since"].astimezone(timezone.utc)
+    days = (data_now - since).total_seconds() / 86400
+    return f"the newest {cap:,} jobs with a message: created since {since:%Y-%m-%d %H:%M} UTC ({days:.1f} days of data)"
+
+
+def robot_rollup_note(engine, tz: str) -> str:
+    """Where robot_work_stats reads from right now (data.robot_rollup when it is fresh)."""
+    try:
+        from data import robot_rollup
+        from data import robots as rb
+
+        frame = robot_rollup.work_stats(engine, tz, getattr(rb, "MAX_ROBOTS", 1000))
+    except Exception as exc:  # noqa: BLE001
+        return f"could not be located ({_error_text(exc)})"
+    if frame is None:
+        return "come from the raw job rows (the robots' rollup is missing or older than 6 h)"
+    return "come from the per-robot hourly rollup (data.robot_rollup), refreshed before the run"
+
+
+# ---------------------------------------------------------------------------------------------
+# Accuracy of the rollups: the same analytics computed exactly (data.rollups.exact_only)
+# ---------------------------------------------------------------------------------------------
+ROLLUP_MIN_WINDOW = timedelta(hours=48)
+_PCT = (50, 90, 95, 99)
+_DUR_P = [f"p{p}_duration_ms" for p in _PCT]
+_WAIT_P = [f"p{p}_queue_wait_ms" for p in _PCT]
+
+
+def _key_text(frame, keys: list[str]):
+    import pandas as pd
+
+    frame = frame.copy()
+    for k in keys:
+        col = frame[k]
+        if pd.api.types.is_datetime64_any_dtype(col) or (len(col) and isinstance(col.iloc[0], datetime)):
+            col = pd.to_datetime(col, utc=True).dt.strftime("%Y-%m-%d %H:%M")
+        frame[k] = col.astype(str)
+    return frame
+
+
+def compare_answers(approx, exact, keys: list[str], pcols: list[str], ccols: list[str]) -> dict:
+    """Max relative difference of the percentile columns `pcols` (values of at least 1 ms; the
+    rollups' error below 1 ms is absolute) and whether the count columns `ccols` are identical,
+    row by row on `keys`."""
+    import pandas as pd
+
+    m = _key_text(approx, keys).merge(_key_text(exact, keys), on=keys, how="outer", suffixes=("_r", "_x"),
+                                       indicator=True)
+    problems = []
+    one_side = int((m["_merge"] != "both").sum())
+    if one_side:
+        problems.append(f"{one_side} row(s) on one side only")
+    for c in ccols:
+        if f"{c}_r" not in m:
+            continue
+        r, x = pd.to_numeric(m[f"{c}_r"], errors="coerce"), pd.to_numeric(m[f"{c}_x"], errors="coerce")
+        bad = ~((r == x) | (r.isna() & x.isna()))
+        if bad.any():
+            problems.append(f"{c} differs in {int(bad.sum())} row(s)")
+    worst, where, values, small = 0.0, "", 0, 0
+    for c in pcols:
+        if f"{c}_r" not in m:
+            continue
+        r, x = pd.to_numeric(m[f"{c}_r"], errors="coerce"), pd.to_numeric(m[f"{c}_x"], errors="coerce")
+        present = r.notna() & x.notna()
+        lonely = r.notna() ^ x.notna()
+        if lonely.any():
+            problems.append(f"{c} present on one side only in {int(lonely.sum())} row(s)")
+        big = present & (x.abs() >= 1.0)
+        small += int((present & ~big).sum())
+        values += int(big.sum())
+        rel = ((r - x).abs() / x.abs())[big]
+        if len(rel) and float(rel.max()) >= worst:
+            i = rel.idxmax()
+            worst = float(rel.max())
+            where = f"{c} of {' / '.join(str(m.loc[i, k]) for k in keys)} ({r[i]:,.0f} vs {x[i]:,.0f} ms)"
+    return {"values": values, "max_rel": worst, "where": where, "below_1ms": small,
+            "counts_identical": not problems, "count_problems": problems}
+
+
+def rollup_accuracy(engine, f) -> list[dict]:
+    """duration_percentiles (fleet and per workflow), time_series and workflow_stats: the rollups'
+    answer against the exact one, and the time of each path (one call each, warm)."""
+    import pandas as pd
+
+    from data import analytics as an
+    from data import rollups
+
+    def both(fn):
+        fn = _uncached(fn)
+        began = time.perf_counter()
+        approx = fn(engine, f)
+        rolled_ms = (time.perf_counter() - began) * 1000
+        with rollups.exact_only():
+            began = time.perf_counter()
+            exact = fn(engine, f)
+            exact_ms = (time.perf_counter() - began) * 1000
+        return approx, exact, rolled_ms, exact_ms
+
+    rows = []
+    counts = ["total_jobs", "completed_jobs", "failed_jobs", "cancelled_jobs", "timed_jobs"]
+    a, x, r_ms, x_ms = both(an.duration_percentiles)
+    used = a.get("exact") is False
+    fleet = lambda d: pd.DataFrame([{**d["fleet"], "workflow_id": "fleet"}])  # noqa: E731
+    for label, frames, pcols in [
+            ("fleet: run duration P50/P90/P95/P99", (fleet(a), fleet(x)), _DUR_P),
+            ("per workflow: run duration P50/P90/P95/P99", (a["workflows"], x["workflows"]), _DUR_P),
+            ("fleet and per workflow: queue wait P50/P90/P95/P99",
+             (pd.concat([fleet(a), a["workflows"]]), pd.concat([fleet(x), x["workflows"]])), _WAIT_P)]:
+        rows.append({"function": "duration_percentiles", "columns": label, "rollup": used,
+                     **compare_answers(*frames, ["workflow_id"], pcols, counts),
+                     "rollup_ms": r_ms, "exact_ms": x_ms})
+        r_ms = x_ms = None  # the timing once per function
+    a, x, r_ms, x_ms = both(an.time_series)
+    rows.append({"function": "time_series", "columns": f"P50/P95 per {f.bucket}", "rollup": a.attrs.get("exact") is False,
+                 **compare_answers(a, x, ["bucket"], ["p50_duration_ms", "p95_duration_ms"],
+                                   ["total_jobs", "completed", "failed", "cancelled", "timed_jobs"]),
+                 "rollup_ms": r_ms, "exact_ms": x_ms})
+    a, x, r_ms, x_ms = both(an.workflow_stats)
+    rows.append({"function": "workflow_stats", "columns": "P95 per workflow", "rollup": a.attrs.get("exact") is False,
+                 **compare_answers(a, x, ["workflow_id"], ["p95_duration_ms"],
+                                   ["executions", "completed", "failed", "timed_jobs", "error_types",
+                                    "healing_attempts", "healing_successes"]),
+                 "rollup_ms": r_ms, "exact_ms": x_ms})
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# Reusing the naive and plain-SQL timings of an earlier run of the same build
+# ---------------------------------------------------------------------------------------------
+_BUILD_KEYS = ("built_at", "jobs", "robots", "seed", "days", "data_now")
+# Bumped for a page when its naive or plain-SQL questions change, so older timings are not reused
+# (2: the text search's naive way reads the same bounded set of jobs as the app's search).
+BASELINE_REVISION = {"Job history text search": 2}
+
+
+def build_identity(meta: dict | None) -> dict | None:
+    """What identifies a database build (None when the database has no build record)."""
+    if not meta or not meta.get("built_at"):
+        return None
+    return {k: meta.get(k) for k in _BUILD_KEYS}
+
+
+def _old_labels(text: str, ctx: Context) -> str:
+    """A label of an older results file in today's form (the chosen workflow, robot,
+    environment and error type were spelled out; a deep page was numbered)."""
+    for name, value in (("workflow", ctx.workflow), ("robot", ctx.robot), ("environment", ctx.environment),
+                        ("error_type", ctx.error_type)):
+        text = text.replace(f"{name}={value}", f"{name}={name[0].upper() if name != 'error_type' else 'T'}")
+    text = text.replace(f"(7 days, {ctx.robot})", "(7 days, robot R)")
+    text = text.replace("workflow + status=failed + range=30d", "workflow=W + status=failed + range=30d")
+    return re.sub(r"· page (?!1$)[\d,]+$", "· deep page", text)
+
+
+def load_baselines(path: Path, ctx: Context) -> tuple[dict | None, str]:
+    """The previous results of this size, when they come from the same database build; else
+    (None, why not)."""
+    if not path.exists():
+        return None, f"no earlier results ({path.name})"
+    try:
+        prev = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        return None, f"{path.name} unreadable ({exc})"
+    mine, theirs = build_identity(ctx.meta), build_identity(prev.get("meta"))
+    if mine is None:
+        return None, "the database has no build record (bench.build)"
+    if mine != theirs:
+        return None, f"{path.name} is of another build (built {(theirs or {}).get('built_at')})"
+    return prev, ""
+
+
+def reuse_baselines(groups: list[Group], prev: dict, ctx: Context) -> dict:
+    """Copy naive and raw timings of cases whose label (and page) match; returns counts."""
+    measured_at = prev.get("measured_at")
+    old = {}
+    for g in prev.get("groups", []):
+        gname = _old_labels(g["name"], ctx)
+        if g.get("baseline_revision", 1) != BASELINE_REVISION.get(gname, 1):
+            continue  # its questions changed since: measured anew
+        old[gname] = g
+        for c in g.get("cases", []):
+            old[(gname, _old_labels(c["label"], ctx))] = c
+    done = {"raw": 0, "naive": 0, "pages": 0, "new": [], "measured_at": measured_at,
+            "naive_rss_mb": prev.get("naive_rss_mb")}
+    for group in groups:
+        for case in group.cases:
+            c = old.get((group.name, case.label))
+            if c is None:
+                if case.raw or case.naive:
+                    done["new"].append(f"{group.name} · {case.label}")
+                continue
+            if case.raw is not None and (c.get("raw_ms") is not None or c.get("raw_error")):
+                case.raw_times = list(c.get("raw_times") or ([c["raw_ms"]] if c.get("raw_ms") is not None else []))
+                case.raw_error = c.get("raw_error")
+                case.raw_reused = c.get("raw_measured_at") or measured_at
+                done["raw"] += 1
+            if case.naive is not None and (c.get("naive_ms") is not None or c.get("naive_error")):
+                case.naive_times = list(c.get("naive_times") or ([c["naive_ms"]] if c.get("naive_ms") is not None else []))
+                case.naive_error = c.get("naive_error")
+                case.naive_reused = c.get("naive_measured_at") or measured_at
+                done["naive"] += 1
+        g = old.get(group.name)
+        if g is not None and group.total and group.naive_page and (g.get("naive_page_ms") is not None):
+            members = sorted(c.label for c in group.cases if c.naive is not None and c.in_total)
+            before = g.get("naive_page_members")
+            reused = all(c.naive_reused for c in group.cases if c.naive is not None and c.in_total)
+            if (sorted(before) == members) if before is not None else reused:
+                group.naive_page_times = list(g.get("naive_page_times") or [g["naive_page_ms"]])
+                group.naive_page_reused = g.get("naive_page_measured_at") or measured_at
+                done["pages"] += 1
+    return done
+
+
 # ---------------------------------------------------------------------------------------------
 # Measuring
 # ---------------------------------------------------------------------------------------------
@@ -589,12 +848,14 @@ def measure_ours(groups: list[Group], repeat: int) -> None:
                     continue  # a very slow function is timed once
                 began = time.perf_counter()
                 try:
-                    case.ours()
+                    answer = case.ours()
                 except Exception as exc:  # noqa: BLE001 - shown in RESULTS.md
                     case.error = _error_text(exc)
                     log.warning("%s: %s", case.label, case.error)
                     continue
                 ms = (time.perf_counter() - began) * 1000.0
+                if case.describe is not None and not n:
+                    case.note = case.describe(answer)
                 if n:
                     case.times.append(ms)
                     times[case.label] = ms
@@ -602,10 +863,23 @@ def measure_ours(groups: list[Group], repeat: int) -> None:
                 group.passes.append(times)
 
 
+def measure_accuracy(groups: list[Group]) -> None:
+    """The rollups' answers against the exact ones (analytics windows over 48 hours)."""
+    for group in groups:
+        if group.accuracy is None:
+            continue
+        log.info("accuracy: %s", group.name)
+        try:
+            group.accuracy_rows = group.accuracy()
+        except Exception as exc:  # noqa: BLE001 - shown in RESULTS.md
+            group.accuracy_rows = [{"function": "(all)", "columns": "", "error": _error_text(exc)}]
+            log.warning("accuracy of %s: %s", group.name, _error_text(exc))
+
+
 def measure_raw(engine, groups: list[Group], repeat: int) -> None:
     for group in groups:
         for case in group.cases:
-            if case.raw is None:
+            if case.raw is None or case.raw_reused:
                 continue
             sql, params = case.raw
             spent = 0.0
@@ -661,12 +935,12 @@ def measure_naive(url: str, groups: list[Group], repeat: int) -> float:
         for group in groups:
             log.info("naive: %s", group.name)
             for case in group.cases:
-                if case.naive is None:
+                if case.naive is None or case.naive_reused:
                     continue
                 result = worker.run(case.naive, group.name, repeat)
                 case.naive_times, case.naive_error = result["times_ms"], result["error"]
             page = [c.naive for c in group.cases if c.naive is not None and c.in_total]
-            if group.total and group.naive_page and page:
+            if group.total and group.naive_page and page and not group.naive_page_reused:
                 result = worker.run(functools.partial(naive_page, fns=page), group.name + " (page)", repeat)
                 group.naive_page_times, group.naive_page_error = result["times_ms"], result["error"]
         return worker.peak_rss_mb
@@ -691,16 +965,27 @@ def peak_rss_mb() -> float:
 
 
 def measure(url: str, label: str, repeat: int, with_naive: bool = True, with_raw: bool = True,
-            only: str | None = None) -> dict:
+            only: str | None = None, baselines: Path | None = None, rebuild_rollups: bool = False) -> dict:
+    """Measure one database. `baselines`: the previous results file of this size, whose naive and
+    plain-SQL timings are reused when it comes from the same build."""
+    # The rollups follow the database's now(): bring them up to date before anything is timed.
+    log.info("%s: bringing the rollups up to date%s", label, " (rebuilt from scratch)" if rebuild_rollups else "")
+    rollup_record = maintain_rollups(url, rebuild=rebuild_rollups)
     engine = make_engine(url, statement_timeout_ms=OURS_TIMEOUT_MS)
     try:
         ctx = build_context(engine, url, label)
         groups = plan(ctx)
         if only:
             groups = [g for g in groups if only.lower() in g.name.lower()]
+        reuse = None
+        if baselines is not None:
+            prev, why = load_baselines(baselines, ctx)
+            reuse = reuse_baselines(groups, prev, ctx) if prev else {"not_reused": why}
+            log.info("%s: baselines %s", label, reuse if prev else why)
         began = time.perf_counter()
         measure_ours(groups, repeat)
         rss = peak_rss_mb()
+        measure_accuracy(groups)
         if with_raw:
             measure_raw(engine, groups, repeat)
         naive_rss = measure_naive(url, groups, repeat) if with_naive else None
@@ -713,8 +998,8 @@ def measure(url: str, label: str, repeat: int, with_naive: bool = True, with_raw
                 "AS heartbeats_24h, pg_database_size(current_database()) AS db_bytes"), {"n": ctx.data_now}).mappings().one()
         return {"label": label, "jobs": ctx.jobs, "meta": ctx.meta, "groups": groups, "ctx": ctx,
                 "rss_mb": rss, "naive_rss_mb": naive_rss, "seconds": time.perf_counter() - began,
-                "server": facts, "counts": dict(counts), "repeat": repeat,
-                "measured_at": datetime.now(timezone.utc)}
+                "server": facts, "counts": dict(counts), "repeat": repeat, "rollups": rollup_record,
+                "reuse": reuse, "measured_at": datetime.now(timezone.utc)}
     finally:
         engine.dispose()
 
@@ -864,6 +1149,7 @@ def render(results: list[dict], command: str, discovered: dict[str, list[str]], 
               "(`bench/heartbeats.py`). Indexes: the app's (`data.schema.INDEXES`) and the orchestrator's own. "
               "Time windows end at the data's \"now\"; functions that use the database's `now()` see the data "
               "age above (an older build understates the live queries).", ""]
+    lines += rollup_lines(results)
 
     # Targets
     rows = _fold(evaluate(results))
@@ -895,6 +1181,7 @@ def render(results: list[dict], command: str, discovered: dict[str, list[str]], 
               "(below 1: ours is faster). *growth*: ours at the largest size / ours at the smallest. "
               f"⚠ marks a function slower than the app's {APP_STATEMENT_TIMEOUT_MS / 1000:.0f} s statement timeout "
               f"(it would fail in the app); a function slower than {SLOW_OURS_MS / 1000:.0f} s is timed once.", ""]
+    lines += baseline_lines(results)
     for gi, group in enumerate(results[0]["groups"]):
         per_size = [next((g for g in r["groups"] if g.name == group.name), None) for r in results]
         lines += [f"### {group.name}", ""]
@@ -950,11 +1237,16 @@ def render(results: list[dict], command: str, discovered: dict[str, list[str]], 
                 lines.append("| " + " | ".join(row) + " |")
         lines.append("")
 
+    lines += accuracy_lines(results)
+
     # Memory and coverage
     lines += ["## Memory", "", "| size | peak RSS of the harness (the app's functions and raw SQL) | "
               "peak RSS of the naive worker |", "|---|---:|---:|"]
     for r in results:
         naive_rss = f"{r['naive_rss_mb']:,.0f} MB" if r["naive_rss_mb"] else "not run"
+        old_rss = (r.get("reuse") or {}).get("naive_rss_mb")
+        if old_rss and old_rss > (r["naive_rss_mb"] or 0):
+            naive_rss = f"{old_rss:,.0f} MB (in the run whose naive timings were reused)"
         lines.append(f"| {r['label']} | {r['rss_mb']:,.0f} MB (cumulative peak, after this size) | {naive_rss} |")
     lines += ["", "The app's functions bring back only what is drawn, so their memory does not grow with the "
               "history; the naive way holds the window's rows.", ""]
@@ -975,6 +1267,94 @@ def render(results: list[dict], command: str, discovered: dict[str, list[str]], 
     return "\n".join(lines)
 
 
+def _when(text) -> str:
+    return str(text or "")[:16].replace("T", " ")
+
+
+def rollup_lines(results: list[dict]) -> list[str]:
+    """The rollups' state and maintenance cost, per size."""
+    lines = ["### Rollups", "",
+             "The analytics rollups (data.rollups) and the robots' rollup (data.robot_rollup) follow the database's "
+             "now(), so the run first calls `data.rollups.maintain` until the job rollup is caught up, then times "
+             "a few routine passes (what the app's background maintenance does every few minutes: new hours, late "
+             "changes, the robots' rollup, the hourly reconciliation when due). *First backfill*: both rollups "
+             "built from an empty state (by bench.build after a build, or `--rebuild-rollups`).", "",
+             "| size | first backfill | when | catch-up before this run | routine pass (median) | covered until | "
+             "robots' rollup until |", "|---|---:|---|---:|---:|---|---|"]
+    for r in results:
+        rec = r.get("rollups") or {}
+        first = rec.get("first_backfill") or {}
+        cu = rec.get("catch_up") or {}
+        first_txt = (f"{first['seconds']:,.1f} s ({first.get('passes')} pass(es); robots' rollup "
+                     f"{first.get('robots_seconds', 0):,.2f} s)") if first.get("seconds") is not None else "not recorded"
+        cu_txt = (f"{cu.get('seconds', 0):,.1f} s ({cu.get('passes')} pass(es), {cu.get('new_hours', 0):,} new hours, "
+                  f"{cu.get('dirty_hours', 0):,} re-aggregated)")
+        routine = rec.get("routine") or {}
+        lines.append(f"| {r['label']} | {first_txt} | {_when(first.get('at')) or '—'} | {cu_txt} | "
+                     f"{(routine.get('seconds') or 0) * 1000:,.0f} ms | {_when(rec.get('covered_until'))} | "
+                     f"{_when(rec.get('robots_watermark'))} |")
+    lines.append("")
+    return lines
+
+
+def baseline_lines(results: list[dict]) -> list[str]:
+    """Which naive and plain-SQL timings were reused from an earlier run (--reuse-baselines)."""
+    lines = []
+    for r in results:
+        reuse = r.get("reuse")
+        if reuse is None:
+            continue
+        if "not_reused" in reuse:
+            lines.append(f"- {r['label']}: naive and plain-SQL timings measured in this run "
+                         f"(not reused: {reuse['not_reused']}).")
+            continue
+        new = reuse.get("new") or []
+        lines.append(f"- {r['label']}: {reuse['naive']} naive, {reuse['raw']} plain-SQL and {reuse['pages']} naive "
+                     f"page timings reused from the run of {_when(reuse.get('measured_at'))} UTC on the same "
+                     f"database build (built {_when(r['meta'].get('built_at'))} UTC); measured in this run: "
+                     + (", ".join(new) if new else "none") + ".")
+    if lines:
+        lines = ["*Baselines* (`--reuse-baselines`: naive and plain-SQL timings do not depend on the app's code, "
+                 "so they are taken from an earlier run of the same database build when the row's label matches):",
+                 ""] + lines + [""]
+    return lines
+
+
+def accuracy_lines(results: list[dict]) -> list[str]:
+    """The rollups' percentiles against the exact ones, per analytics window over 48 hours."""
+    rows = [(r["label"], g.name, a) for r in results for g in r["groups"] for a in g.accuracy_rows]
+    if not rows:
+        return []
+    from data.rollups import MAX_RELATIVE_ERROR
+
+    lines = ["## Accuracy of the rollups", "",
+             "Analytics windows longer than 48 hours read the rollups when they are current; percentiles then come "
+             f"from merged log-bucket histograms, stated to be within {MAX_RELATIVE_ERROR:.2%} of the exact "
+             "`percentile_cont`, and counts are exact. Each function below was also computed the exact way "
+             "(`data.rollups.exact_only()`) and compared row by row: the largest relative difference of the "
+             "percentile columns (values of 1 ms or more), and whether every count column is identical. *ms*: one "
+             "warm call of each path.", "",
+             "| size | window | function · columns | read the rollups | values | max relative difference | where | "
+             "counts identical | rollups ms | exact ms |", "|---|---|---|---|---:|---:|---|---|---:|---:|"]
+    worst: dict[str, float] = {}
+    for label, group, a in rows:
+        window = group.split(" (")[0].replace("Analytics page, ", "")
+        if a.get("error"):
+            lines.append(f"| {label} | {window} | {a['function']} | — | — | — | error ({a['error']}) | — | — | — |")
+            continue
+        ok = "yes" if a["counts_identical"] else "**no**: " + "; ".join(a["count_problems"])
+        rel = a["max_rel"]
+        flag = " **over the bound**" if rel > MAX_RELATIVE_ERROR + 1e-12 else ""
+        worst[label] = max(worst.get(label, 0.0), rel)
+        lines.append(f"| {label} | {window} | {a['function']} · {a['columns']} | {'yes' if a['rollup'] else '**no** (exact path)'} "
+                     f"| {a['values']:,} | {rel:.3%}{flag} | {a['where'] or '—'} | {ok} | "
+                     f"{fmt_ms(a.get('rollup_ms')) if a.get('rollup_ms') is not None else ''} | "
+                     f"{fmt_ms(a.get('exact_ms')) if a.get('exact_ms') is not None else ''} |")
+    lines += ["", "Largest relative difference per size: " + ", ".join(f"{k} {v:.3%}" for k, v in worst.items())
+              + f" (bound {MAX_RELATIVE_ERROR:.3%}).", ""]
+    return lines
+
+
 def existing_load_section(path: Path) -> str:
     if not path.exists():
         return ""
@@ -986,13 +1366,23 @@ def existing_load_section(path: Path) -> str:
 
 def to_json(res: dict) -> dict:
     out = {k: v for k, v in res.items() if k not in ("groups", "ctx")}
-    out["measured_at"] = res["measured_at"].isoformat()
+    now = res["measured_at"].isoformat()
+    out["measured_at"] = now
+    c = res["ctx"]
+    out["context"] = {"workflow": c.workflow, "robot": c.robot, "environment": c.environment,
+                      "error_type": c.error_type, "job_id": c.job_id, "data_now": c.data_now.isoformat()}
     out["groups"] = [{
         "name": g.name, "target": g.target, "total_ms": group_total(g) if g.total else None,
-        "naive_page_ms": med(g.naive_page_times), "cases": [{
-            "label": c.label, "func": c.func, "ours_ms": med(c.times), "times": c.times, "error": c.error,
-            "raw_ms": med(c.raw_times), "raw_error": c.raw_error, "naive_ms": med(c.naive_times),
-            "naive_error": c.naive_error, "target": c.target, "in_total": c.in_total} for c in g.cases]}
+        "baseline_revision": BASELINE_REVISION.get(g.name, 1), "naive_page_ms": med(g.naive_page_times), "naive_page_times": g.naive_page_times,
+        "naive_page_members": sorted(c.label for c in g.cases if c.naive is not None and c.in_total),
+        "naive_page_measured_at": (g.naive_page_reused or now) if g.naive_page_times else None,
+        "accuracy": g.accuracy_rows, "cases": [{
+            "label": c.label, "func": c.func, "note": c.note, "ours_ms": med(c.times), "times": c.times,
+            "error": c.error, "raw_ms": med(c.raw_times), "raw_times": c.raw_times, "raw_error": c.raw_error,
+            "raw_measured_at": (c.raw_reused or now) if (c.raw_times or c.raw_error) else None,
+            "naive_ms": med(c.naive_times), "naive_times": c.naive_times, "naive_error": c.naive_error,
+            "naive_measured_at": (c.naive_reused or now) if (c.naive_times or c.naive_error) else None,
+            "target": c.target, "in_total": c.in_total} for c in g.cases]}
         for g in res["groups"]]
     return out
 
@@ -1011,6 +1401,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--raw", choices=("on", "off"), default="on")
     parser.add_argument("--only", help="only the pages whose name contains this text")
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--reuse-baselines", action="store_true",
+                        help="take the naive and plain-SQL timings from the previous results-<size>.json of the "
+                             "same database build (they do not depend on the app's code); new cases are measured")
+    parser.add_argument("--rebuild-rollups", action="store_true",
+                        help="empty the rollups first, so the run times their first backfill")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("pgserver").setLevel(logging.WARNING)
@@ -1028,13 +1423,15 @@ def main(argv: list[str] | None = None) -> int:
         targets += [(database_url(admin, db_name(n)), size_label(n)) for n in sizes]
     discovered = discover()
     results = []
+    folder = DATA_DIR if args.output.resolve() == RESULTS.resolve() else args.output.parent
     for url, label in targets:
         log.info("measuring %s", label)
+        path = folder / f"results-{label}.json"
         results.append(measure(url, label, args.repeat, with_naive=args.naive == "on", with_raw=args.raw == "on",
-                               only=args.only))
-        folder = DATA_DIR if args.output.resolve() == RESULTS.resolve() else args.output.parent
+                               only=args.only, baselines=path if args.reuse_baselines else None,
+                               rebuild_rollups=args.rebuild_rollups))
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / f"results-{label}.json").write_text(json.dumps(to_json(results[-1]), default=str, indent=1))
+        path.write_text(json.dumps(to_json(results[-1]), default=str, indent=1))
     args.output.write_text(render(results, command, discovered, existing_load_section(args.output)))
     rows = _fold(evaluate(results))
     for r in rows:

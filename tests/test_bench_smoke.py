@@ -3,7 +3,10 @@
 bench.run is pointed at a fresh test database holding the demo generator's 20,000 jobs, with
 one repetition and the target check off; the report must have every section, every data
 function the pages and server routes call (found by reading their source, independently of the
-harness's recipes) must have been timed, and every figure must be a number, not an error.
+harness's recipes) must have been timed, and every figure must be a number, not an error. The
+rollups are brought up to date first, the long analytics windows read them, and their
+percentiles are within the stated bound of the exact ones with identical counts. A second run
+with --reuse-baselines takes the naive and plain-SQL timings from the first.
 """
 from __future__ import annotations
 
@@ -15,7 +18,8 @@ import sqlalchemy as sa
 from bench import run as bench_run
 from data.demo import generate_demo
 
-SECTIONS = ["## Machine", "## Data", "## Targets", "## Figures", "## Memory", "## Coverage", "## Load test"]
+SECTIONS = ["## Machine", "## Data", "### Rollups", "## Targets", "## Figures", "## Accuracy of the rollups",
+            "## Memory", "## Coverage", "## Load test"]
 
 
 def _callers() -> set[str]:
@@ -46,10 +50,15 @@ def _callers() -> set[str]:
 
 
 def test_harness_end_to_end_on_a_tiny_database(engine, db_url, tmp_path):
+    from bench.common import write_meta
+    from data.rollups import MAX_RELATIVE_ERROR
+
     generate_demo(engine, jobs=20_000, robots=24, days=30, seed=3)
     with engine.connect() as conn:
         jobs = conn.execute(sa.text("SELECT count(*) FROM job_queue")).scalar()
         robots = conn.execute(sa.text("SELECT count(*) FROM robots")).scalar()
+    # A build record, as bench.build writes one, so the second run may reuse the baselines.
+    write_meta(engine, {"built_at": "smoke-test build", "jobs": jobs, "robots": robots})
     out = tmp_path / "RESULTS.md"
 
     code = bench_run.main(["--database-url", db_url, "--label", "tiny", "--repeat", "1", "--output", str(out)])
@@ -82,3 +91,26 @@ def test_harness_end_to_end_on_a_tiny_database(engine, db_url, tmp_path):
     fleet = next(g for g in results["groups"] if g["name"] == "Fleet overview refresh")
     assert fleet["total_ms"] >= max(c["ours_ms"] for c in fleet["cases"])
     assert fleet["naive_page_ms"] is not None
+    # The rollups were brought up to date, and the long windows read them within the bound.
+    assert results["rollups"]["catch_up"]["passes"] >= 1 and results["rollups"]["covered_until"]
+    accuracy = [a for g in results["groups"] for a in g["accuracy"]]
+    assert {a["function"] for a in accuracy} == {"duration_percentiles", "time_series", "workflow_stats"}
+    assert len({g["name"] for g in results["groups"] if g["accuracy"]}) == 3  # 7, 30 and 90 days
+    for a in accuracy:
+        assert a["rollup"] is True, a
+        assert a["counts_identical"], a
+        assert a["values"] > 0 and a["max_rel"] <= MAX_RELATIVE_ERROR + 1e-9, a
+    # A text search says what it read.
+    search = next(g for g in results["groups"] if g["name"] == "Job history text search")
+    assert all(c["note"] for c in search["cases"] if c["label"].startswith("list_jobs"))
+
+    # Again, one page, reusing the first run's naive and plain-SQL timings.
+    first = {c["label"]: c for g in results["groups"] if "filter choices" in g["name"] for c in g["cases"]}
+    code = bench_run.main(["--database-url", db_url, "--label", "tiny", "--repeat", "1", "--output", str(out),
+                           "--only", "filter choices", "--reuse-baselines"])
+    assert code == 0
+    again = json.loads((tmp_path / "results-tiny.json").read_text())
+    cases = [c for g in again["groups"] for c in g["cases"]]
+    assert cases and all(c["naive_times"] == first[c["label"]]["naive_times"] for c in cases)
+    assert all(c["naive_measured_at"] == results["measured_at"] for c in cases)
+    assert "timings reused from the run of" in out.read_text()
