@@ -1,11 +1,13 @@
-"""Per-robot hourly rollup behind the fleet list's work numbers (data.robots.robot_work_stats).
+"""Per-robot rollup behind the fleet list's work numbers (data.robots.robot_work_stats) and the
+utilization of long windows (data.robots.utilization, utilization_by_hour_of_week).
 
 The list shows, per robot, jobs completed and failed today, completed and finished in 7 days and
-utilization over the last 24 hours. Read from the raw rows that is every job of the last 7 days
-(~0.9 M rows at 10 M jobs) and an event sweep over a day of job intervals. This module keeps, in
-the app's own schema, one row per robot and UTC hour:
+utilization over the last 24 hours; the analytics show utilization per robot and by hour of the
+week over windows of up to a year. Read from the raw rows that is every job of the window (10 M
+rows for 90 days at 10 M jobs) and an event sweep over all their intervals. This module keeps, in
+the app's own schema:
 
-``fleet_monitor.robot_hourly`` (robot_id, hour)
+``fleet_monitor.robot_hourly`` (robot_id, hour), one row per robot and UTC hour:
     ``completed``, ``failed``: jobs with ``completed_at`` in the hour, by final status;
     ``busy``: seconds of the hour during which the robot ran at least k jobs, for k = 1, 2, …
     (``busy[k]``; the array is as long as the hour's highest concurrency). The utilization
@@ -16,6 +18,20 @@ the app's own schema, one row per robot and UTC hour:
     ``max_dur``: the longest ``completed_at - started_at`` (seconds) of the jobs that finished
     in the hour (any status), which bounds how far back a job that finished later started.
 
+``fleet_monitor.robot_daily`` (robot_id, day): per robot and whole UTC day below the watermark,
+    ``busy`` summed level by level over the day's hours (robots that ran in the day only), so a
+    90-day window reads 90 rows per robot instead of 2,160.
+
+``fleet_monitor.robot_fleet_hourly`` (hour, environment, capacity): per UTC hour, the capped
+    busy seconds (busy[1] + … + busy[c]) summed over the robots of one environment and capacity,
+    and the hour's longest job (``max_dur``): the hour-of-week heatmap of the fleet or of one
+    environment reads one row per hour and group. Environment and capacity are the ones recorded
+    for each robot in ``fleet_monitor.robot_rollup_members`` when it first appeared (a robot id
+    without a robots row: no environment, capacity 1). When a robot's row changes, readers
+    correct for it from its hour rows (take it out of its recorded group, add it to its current
+    one), and each refresh moves up to 50 such robots for good (rows of differences, folded
+    into the hour's row when the hour is next recomputed).
+
 ``fleet_monitor.robot_hour_keys`` (robot_id, hour)
     ``id_keys``, ``state_keys``: for every job counted in or overlapping the hour, a 64-bit hash
     of its id and of the state it was counted with (status, robot, started_at, completed_at).
@@ -24,18 +40,20 @@ the app's own schema, one row per robot and UTC hour:
 ``fleet_monitor.robot_rollup_state`` (one row)
     ``lo`` and ``watermark`` (UTC hours): the rollup holds every hour in [lo, watermark).
 
-Readers (``work_stats``) take whole hours inside [lo, watermark) from the rollup and read the
+Readers take whole hours (and whole UTC days) inside [lo, watermark) from the rollup and read the
 raw rows only for the partial hours at a window's edges and for the time after the watermark
-(under an hour plus ``LAG``), so the numbers equal the raw computation. Without the state row
-(before the first refresh) ``work_stats`` returns None and the caller reads the raw rows.
+(under an hour plus ``LAG``), so the numbers equal the raw computation. Before the first refresh
+(or while the backfill has not reached back far enough) they return None and the caller reads the
+raw rows. Zones whose clock hours are not whole UTC hours (India, Newfoundland…) read the
+hour-of-week heatmap from the raw rows.
 
 Maintenance: ``refresh(engine)``, called by the app's background maintenance loop (data.rollups)
-or by anyone (it is idempotent). One transaction, under a transaction-level advisory lock; a
+or by anyone (it is idempotent). Each transaction runs under a transaction-level advisory lock; a
 caller that does not get the lock skips (``{"skipped": "locked"}``). It only reads the
 orchestrator's tables. Each call:
 
-1. on first use (or a new ``VERSION``), backfills from scratch: every hour of the last
-   ``RETENTION`` (one statement over those days of jobs; the first call is the expensive one);
+1. on first use (or a new ``VERSION``), empties the tables and starts from an empty range at the
+   watermark;
 2. recomputes the hours [old watermark - RECHECK, new watermark), new watermark = the last
    full hour before now() - LAG. The recheck catches jobs whose ``completed_at`` was written in
    the past (a slow commit, an orchestrator that backdates) up to RECHECK late;
@@ -43,12 +61,17 @@ orchestrator's tables. Each call:
    the robots concerned. The candidates are the jobs that finished in the recomputed range (a
    job re-run in place has a new ``completed_at`` there), the running jobs, the pending jobs
    that were already tried (a running job re-queued by the orchestrator no longer occupies its
-   robot), and the jobs moved to the dead-letter queue in the retention window (deleted from
-   ``job_queue``). An hour is dirty when it holds a candidate's id with another state (the job
-   left or changed: a re-run is uncounted from its old hour, not counted twice), or when a
-   candidate now overlaps the hour without being in it (a long job re-run on another robot).
-   At most ``MAX_DIRTY`` robot-hours per call; the rest stay dirty and are found next time;
-4. drops hours older than RETENTION.
+   robot), and the jobs moved to the dead-letter queue since DLQ_LOOKBACK before the old
+   watermark (deleted from ``job_queue``). An hour is dirty when it holds a candidate's id with
+   another state (the job left or changed: a re-run is uncounted from its old hour, not counted
+   twice), or when a candidate now overlaps the hour without being in it (a long job re-run on
+   another robot). At most ``MAX_DIRTY`` robot-hours per call; the rest stay dirty and are found
+   next time. The day and fleet rows of the recomputed hours are rebuilt from their hour rows;
+4. drops hours older than RETENTION (400 days);
+5. then, in transactions of their own, backfills the history below ``lo`` one STEP (a day) per
+   transaction, back to the oldest finished job or RETENTION, until done or BACKFILL_BUDGET_S
+   has passed (the next call goes on). A first backfill is therefore many short transactions,
+   newest day first, and the fleet list uses the rollup once 7 days are in.
 
 Recomputing an hour replaces its rows, it never adds, so a refresh can be repeated or
 interrupted (the transaction rolls back) without counting a job twice.
@@ -61,6 +84,7 @@ hours stay as they were counted until they fall out of the retention window.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -73,8 +97,12 @@ from data.schema import APP_SCHEMA
 
 log = logging.getLogger(__name__)
 
-VERSION = 1
-RETENTION = timedelta(days=8)     # the list reads 7 days; one more for the edge hours
+VERSION = 2
+RETENTION = timedelta(days=400)   # analytics windows reach a year back; the job history may be shorter
+RECENT = timedelta(days=8)        # what the fleet list reads (7 days and the edge hours)
+STEP = timedelta(days=1)          # hours of history one backfill transaction computes
+BACKFILL_BUDGET_S = 20.0          # a refresh starts no backfill step after this long
+DLQ_LOOKBACK = timedelta(days=8)  # dead-letter moves looked for before the old watermark
 RECHECK = timedelta(hours=2)
 LAG = timedelta(seconds=30)       # lets the orchestrator's transaction that set completed_at commit
 MAX_DIRTY = 2000                  # robot-hours recomputed per call outside the recheck range
@@ -85,6 +113,10 @@ _LOCK_KEY = 0x466D5252  # "FmRR"
 HOURLY = f"{APP_SCHEMA}.robot_hourly"
 KEYS = f"{APP_SCHEMA}.robot_hour_keys"
 STATE = f"{APP_SCHEMA}.robot_rollup_state"
+DAILY = f"{APP_SCHEMA}.robot_daily"
+FLEET = f"{APP_SCHEMA}.robot_fleet_hourly"
+MEMBERS = f"{APP_SCHEMA}.robot_rollup_members"
+DAY = timedelta(days=1)
 
 _DDL = [
     f"CREATE SCHEMA IF NOT EXISTS {APP_SCHEMA}",
@@ -105,6 +137,26 @@ _DDL = [
             PRIMARY KEY (hour, robot_id)
         )""",
     f"CREATE INDEX IF NOT EXISTS robot_hour_keys_ids ON {KEYS} USING gin (id_keys)",
+    f"CREATE INDEX IF NOT EXISTS robot_hourly_robot ON {HOURLY} (robot_id, hour)",
+    f"""CREATE TABLE IF NOT EXISTS {DAILY} (
+            day timestamptz NOT NULL,
+            robot_id text NOT NULL,
+            busy float8[] NOT NULL,
+            PRIMARY KEY (day, robot_id)
+        )""",
+    f"""CREATE TABLE IF NOT EXISTS {FLEET} (
+            hour timestamptz NOT NULL,
+            environment text,
+            capacity integer,
+            busy float8 NOT NULL,
+            max_dur float8
+        )""",
+    f"CREATE INDEX IF NOT EXISTS robot_fleet_hourly_hour ON {FLEET} (hour)",
+    f"""CREATE TABLE IF NOT EXISTS {MEMBERS} (
+            robot_id text PRIMARY KEY,
+            environment text,
+            capacity integer NOT NULL
+        )""",
     f"""CREATE TABLE IF NOT EXISTS {STATE} (
             id integer PRIMARY KEY CHECK (id = 1),
             version integer NOT NULL,
@@ -276,7 +328,7 @@ WITH cand AS (
         SELECT hashtextextended(d.original_job_id::text, 0), NULL::bigint, NULL::text, NULL::timestamptz,
                NULL::timestamptz
         FROM {{dlq}} d
-        WHERE d.original_job_id IS NOT NULL AND d.created_at >= CAST(:lo AS timestamptz)
+        WHERE d.original_job_id IS NOT NULL AND d.created_at >= CAST(:dlq_since AS timestamptz)
     ) c
     ORDER BY ik, sk NULLS LAST
 ),
@@ -306,62 +358,250 @@ ORDER BY hour DESC, robot_id LIMIT {MAX_DIRTY}
 """
 
 
-def _dirty(conn: Connection, lo: datetime, r1: datetime) -> pd.DataFrame:
+def _dirty(conn: Connection, lo: datetime, r1: datetime, dlq_since: datetime) -> pd.DataFrame:
     dlq = conn.execute(sa.text("SELECT to_regclass('job_queue_dlq') IS NOT NULL")).scalar()
     source = "job_queue_dlq" if dlq else "(SELECT NULL::uuid AS original_job_id, NULL::timestamptz AS created_at)"
-    result = conn.execute(sa.text(_DIRTY_SQL.replace("{dlq}", source)), {"lo": lo, "r1": r1})
+    result = conn.execute(sa.text(_DIRTY_SQL.replace("{dlq}", source)),
+                          {"lo": lo, "r1": r1, "dlq_since": max(lo, dlq_since)})
     return pd.DataFrame(result.fetchall(), columns=["robot_id", "hour"])
 
 
-def refresh(engine: Engine, *, now: datetime | None = None) -> dict:
+def capped_sql(busy: str, cap: str) -> str:
+    """busy[1] + … + busy[cap] (0 for NULL): the seconds at concurrency capped at `cap`."""
+    return (f"(CASE WHEN {busy} IS NULL THEN 0::float8 WHEN {cap} = 1 THEN coalesce({busy}[1], 0)::float8 "
+            f"ELSE (SELECT coalesce(sum(v), 0)::float8 FROM unnest({busy}[1:{cap}]) AS l(v)) END)")
+
+
+_CURRENT_MAPPING = """
+    SELECT r.robot_id::text AS robot_id, r.environment::text AS environment,
+           greatest(coalesce(r.max_concurrent_jobs, 1), 1) AS capacity
+    FROM robots r"""
+
+# Members whose environment or capacity in `robots` is no longer the one their fleet rows used
+# (a robot id without a robots row is environment NULL, capacity 1).
+MISMATCH_SQL = f"""
+    SELECT m.robot_id, m.environment AS old_env, m.capacity AS old_cap,
+           r.environment AS new_env, coalesce(r.capacity, 1) AS new_cap
+    FROM {MEMBERS} m LEFT JOIN ({_CURRENT_MAPPING}) r USING (robot_id)
+    WHERE m.environment IS DISTINCT FROM r.environment OR m.capacity <> coalesce(r.capacity, 1)"""
+
+
+def _rebuild_days(conn: Connection, a: datetime, b: datetime, watermark: datetime,
+                  robot_ids: list[str] | None = None) -> None:
+    """Day rows (level sums of the day's hours) of the UTC days meeting [a, b) that end by the
+    watermark, of every robot or of `robot_ids`. A day not yet whole below ``lo`` is a partial
+    sum until the backfill reaches its start (readers use only days inside [lo, watermark))."""
+    da = _floor_day(a)
+    db = min(_ceil_day(b), _floor_day(watermark))
+    if db <= da:
+        return
+    params: dict = {"a": da, "b": db}
+    rf = ""
+    if robot_ids is not None:
+        params["ids"] = list(robot_ids)
+        rf = "AND robot_id = ANY(CAST(:ids AS text[]))"
+    conn.execute(sa.text(f"DELETE FROM {DAILY} WHERE day >= :a AND day < :b {rf}"), params)
+    conn.execute(sa.text(f"""
+        WITH h AS (
+            SELECT date_bin('1 day', hour, {_ORIGIN}) AS day, robot_id, busy FROM {HOURLY}
+            WHERE hour >= :a AND hour < :b AND busy IS NOT NULL {rf}
+        ),
+        lv AS (
+            SELECT day, robot_id, u.k, sum(u.v) AS s
+            FROM h, unnest(h.busy) WITH ORDINALITY AS u(v, k) GROUP BY 1, 2, 3
+        ),
+        arr AS (SELECT day, robot_id, array_agg(s ORDER BY k) AS busy FROM lv GROUP BY 1, 2)
+        INSERT INTO {DAILY} (day, robot_id, busy)
+        SELECT p.day, p.robot_id, coalesce(arr.busy, '{{}}')
+        FROM (SELECT DISTINCT day, robot_id FROM h) p LEFT JOIN arr USING (day, robot_id)
+        """), params)
+
+
+def _rebuild_fleet(conn: Connection, a: datetime, b: datetime) -> None:
+    """Fleet rows of hours [a, b): per environment × capacity (as recorded in MEMBERS), the
+    capped busy seconds summed over robots, and the longest job that finished in the hour."""
+    if b <= a:
+        return
+    params = {"a": a, "b": b}
+    conn.execute(sa.text(f"""
+        INSERT INTO {MEMBERS} (robot_id, environment, capacity)
+        SELECT h.robot_id, r.environment, coalesce(r.capacity, 1)
+        FROM (SELECT DISTINCT robot_id FROM {HOURLY} WHERE hour >= :a AND hour < :b) h
+        LEFT JOIN ({_CURRENT_MAPPING}) r USING (robot_id)
+        ON CONFLICT (robot_id) DO NOTHING"""), params)
+    conn.execute(sa.text(f"DELETE FROM {FLEET} WHERE hour >= :a AND hour < :b"), params)
+    conn.execute(sa.text(f"""
+        INSERT INTO {FLEET} (hour, environment, capacity, busy, max_dur)
+        SELECT h.hour, m.environment, m.capacity, sum({capped_sql("h.busy", "m.capacity")}), max(h.max_dur)
+        FROM {HOURLY} h JOIN {MEMBERS} m USING (robot_id)
+        WHERE h.hour >= :a AND h.hour < :b
+        GROUP BY 1, 2, 3"""), params)
+
+
+def _rebase(conn: Connection, limit: int = 50) -> int:
+    """Move up to `limit` robots whose environment or capacity changed to their new fleet group:
+    their capped seconds are taken out of the old group and added to the new one (rows of
+    differences; a later rebuild of the hour folds them in). Readers correct for the robots not
+    yet moved, so this only keeps that correction small."""
+    return conn.execute(sa.text(f"""
+        WITH x AS MATERIALIZED ({MISMATCH_SQL} ORDER BY 1 LIMIT {int(limit)}),
+        d AS (
+            SELECT h.hour, x.old_env AS env, x.old_cap AS cap, -{capped_sql("h.busy", "x.old_cap")} AS v
+            FROM {HOURLY} h JOIN x USING (robot_id) WHERE h.busy IS NOT NULL
+            UNION ALL
+            SELECT h.hour, x.new_env, x.new_cap, {capped_sql("h.busy", "x.new_cap")}
+            FROM {HOURLY} h JOIN x USING (robot_id) WHERE h.busy IS NOT NULL
+        ),
+        ins AS (
+            INSERT INTO {FLEET} (hour, environment, capacity, busy, max_dur)
+            SELECT hour, env, cap, sum(v), NULL FROM d GROUP BY 1, 2, 3
+            RETURNING 1
+        ),
+        upd AS (
+            UPDATE {MEMBERS} m SET environment = x.new_env, capacity = x.new_cap
+            FROM x WHERE m.robot_id = x.robot_id RETURNING 1
+        )
+        SELECT (SELECT count(*) FROM upd) + 0 * (SELECT count(*) FROM ins)""")).scalar() or 0
+
+
+def _floor_day(ts: datetime) -> datetime:
+    return ts.astimezone(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def _ceil_day(ts: datetime) -> datetime:
+    floor = _floor_day(ts)
+    return floor if floor == ts else floor + DAY
+
+
+def _target_lo(conn: Connection, now: datetime, watermark: datetime) -> datetime:
+    """Where the rollup should start: RETENTION back, or the oldest finished job if later."""
+    oldest = conn.execute(sa.text("SELECT min(completed_at) FROM job_queue WHERE completed_at IS NOT NULL")).scalar()
+    lo = _floor_hour(now - RETENTION)
+    if oldest is None:
+        return watermark
+    return min(max(lo, _floor_hour(oldest)), watermark)
+
+
+def _begin_locked(conn: Connection) -> bool:
+    conn.execute(sa.text("SET LOCAL statement_timeout = 0"))
+    return bool(conn.execute(sa.text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": _LOCK_KEY}).scalar())
+
+
+def _save_state(conn: Connection, lo: datetime, watermark: datetime) -> None:
+    conn.execute(
+        sa.text(f"INSERT INTO {STATE} (id, version, lo, watermark, refreshed_at) "
+                "VALUES (1, :v, :lo, :w, now()) ON CONFLICT (id) DO UPDATE SET version = EXCLUDED.version, "
+                "lo = EXCLUDED.lo, watermark = EXCLUDED.watermark, refreshed_at = EXCLUDED.refreshed_at"),
+        {"v": VERSION, "lo": lo, "w": watermark})
+
+
+def _elapsed(conn: Connection, started) -> float:
+    return round(float(conn.execute(sa.text("SELECT extract(epoch FROM clock_timestamp() - :t)::float8"),
+                                    {"t": started}).scalar()), 3)
+
+
+def refresh(engine: Engine, *, now: datetime | None = None, budget_s: float = BACKFILL_BUDGET_S) -> dict:
     """Bring the rollup up to date (see the module docstring). Returns what it did:
-    ``{"skipped": "locked"}`` when another process is refreshing, else ``backfilled`` (bool),
-    ``lo``, ``watermark``, ``recomputed`` ([from, to) of the recheck range), ``dirty`` (robot-hours
-    recomputed outside it) and ``seconds``. `now` is for tests (default: the database's now())."""
+    ``{"skipped": "locked"}`` when another process is refreshing, else ``backfilled`` (hours of
+    history added below ``lo`` by this call), ``behind`` (history still to backfill), ``lo``,
+    ``watermark``, ``recomputed`` ([from, to) of the recheck range), ``dirty`` (robot-hours
+    recomputed outside it), ``rebased`` (robots moved to a new fleet group), ``steps`` and
+    ``seconds`` (of each transaction). `now` is for tests (default: the database's now());
+    `budget_s`: no backfill step starts after this long (0: none in this call)."""
+    clock = time.monotonic()
+    out = _refresh_recent(engine, now)
+    if "skipped" in out:
+        return out
+    out.update(backfilled=0, steps=[])
+    while out["behind"] and time.monotonic() - clock < budget_s:
+        step = _backfill_step(engine, now)
+        if "skipped" in step:
+            break
+        out["steps"].append(step["seconds"])
+        out["backfilled"] += step["hours"]
+        out.update(lo=step["lo"], behind=step["behind"])
+    return out
+
+
+def _refresh_recent(engine: Engine, now: datetime | None) -> dict:
+    """One transaction: start afresh (new table layout), or recompute the recheck range and the
+    dirty hours, advance the watermark and drop hours older than RETENTION."""
     try:
         with engine.begin() as conn:
-            conn.execute(sa.text("SET LOCAL statement_timeout = 0"))
-            if not conn.execute(sa.text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": _LOCK_KEY}).scalar():
+            if not _begin_locked(conn):
                 return {"skipped": "locked"}
             started = conn.execute(sa.text("SELECT clock_timestamp()")).scalar()
             if now is None:
                 now = conn.execute(sa.text("SELECT now()")).scalar()
             present = conn.execute(sa.text("SELECT to_regclass(:s) IS NOT NULL AND to_regclass(:h) IS NOT NULL "
-                                           "AND to_regclass(:k) IS NOT NULL"),
-                                   {"s": STATE, "h": HOURLY, "k": KEYS}).scalar()
+                                           "AND to_regclass(:k) IS NOT NULL AND to_regclass(:d) IS NOT NULL "
+                                           "AND to_regclass(:f) IS NOT NULL AND to_regclass(:m) IS NOT NULL"),
+                                   {"s": STATE, "h": HOURLY, "k": KEYS, "d": DAILY, "f": FLEET, "m": MEMBERS}
+                                   ).scalar()
             if not present:
                 ensure_tables(conn)
             state = conn.execute(sa.text(f"SELECT version, lo, watermark FROM {STATE} WHERE id = 1 FOR UPDATE")
                                  ).mappings().first()
-            target_lo = _floor_hour(now - RETENTION)
             watermark = _floor_hour(now - LAG)
-            out = {"backfilled": False, "dirty": 0}
-            if state is None or state["version"] != VERSION or state["watermark"] <= target_lo:
-                # From scratch: every hour of the retention window in one pass.
-                conn.execute(sa.text(f"DELETE FROM {HOURLY}"))
-                conn.execute(sa.text(f"DELETE FROM {KEYS}"))
-                _recompute(conn, target_lo, watermark)
-                out.update(backfilled=True, recomputed=(target_lo, watermark))
-                lo = target_lo
+            retention_lo = _floor_hour(now - RETENTION)
+            out = {"dirty": 0, "rebased": 0}
+            if state is None or state["version"] != VERSION or state["watermark"] <= retention_lo:
+                # From scratch: an empty range at the watermark; backfill steps extend it back.
+                for table in (HOURLY, KEYS, DAILY, FLEET, MEMBERS):
+                    conn.execute(sa.text(f"DELETE FROM {table}"))
+                lo = watermark
+                out.update(recomputed=(watermark, watermark), reset=True)
             else:
-                lo, old = max(state["lo"], target_lo), state["watermark"]
+                lo, old = max(state["lo"], retention_lo), state["watermark"]
                 r1 = max(lo, min(old, watermark) - RECHECK)
-                dirty = _dirty(conn, lo, r1)
+                dirty = _dirty(conn, lo, r1, old - DLQ_LOOKBACK)
+                fleet_hours = []
                 for (a, b), robots in _ranges(dirty).items():
                     _recompute(conn, a, b, robots)
+                    _rebuild_days(conn, a, b, watermark, robots)
+                    fleet_hours.append((a, b))
                 _recompute(conn, r1, watermark)
-                conn.execute(sa.text(f"DELETE FROM {HOURLY} WHERE hour < :lo"), {"lo": lo})
-                conn.execute(sa.text(f"DELETE FROM {KEYS} WHERE hour < :lo"), {"lo": lo})
+                _rebuild_days(conn, r1, watermark, watermark)
+                fleet_hours.append((r1, watermark))
+                for a, b in _merge(fleet_hours):
+                    _rebuild_fleet(conn, a, b)
+                out["rebased"] = _rebase(conn)
+                for table in (HOURLY, KEYS, FLEET):
+                    conn.execute(sa.text(f"DELETE FROM {table} WHERE hour < :lo"), {"lo": lo})
+                conn.execute(sa.text(f"DELETE FROM {DAILY} WHERE day + interval '1 day' <= :lo"), {"lo": lo})
                 out.update(recomputed=(r1, watermark), dirty=len(dirty))
-            conn.execute(
-                sa.text(f"INSERT INTO {STATE} (id, version, lo, watermark, refreshed_at) "
-                        "VALUES (1, :v, :lo, :w, now()) ON CONFLICT (id) DO UPDATE SET version = EXCLUDED.version, "
-                        "lo = EXCLUDED.lo, watermark = EXCLUDED.watermark, refreshed_at = EXCLUDED.refreshed_at"),
-                {"v": VERSION, "lo": lo, "w": watermark})
-            elapsed = conn.execute(sa.text("SELECT extract(epoch FROM clock_timestamp() - :t)::float8"),
-                                   {"t": started}).scalar()
-            out.update(lo=lo, watermark=watermark, seconds=round(float(elapsed), 3))
+            _save_state(conn, lo, watermark)
+            target = _target_lo(conn, now, watermark)
+            out.update(lo=lo, watermark=watermark, behind=lo > target, seconds=_elapsed(conn, started))
             return out
+    except _UNAVAILABLE as exc:
+        raise _translate(exc, engine) from exc
+
+
+def _backfill_step(engine: Engine, now: datetime | None) -> dict:
+    """One transaction: compute the STEP of history just below ``lo`` (every robot)."""
+    try:
+        with engine.begin() as conn:
+            if not _begin_locked(conn):
+                return {"skipped": "locked"}
+            started = conn.execute(sa.text("SELECT clock_timestamp()")).scalar()
+            if now is None:
+                now = conn.execute(sa.text("SELECT now()")).scalar()
+            state = conn.execute(sa.text(f"SELECT version, lo, watermark FROM {STATE} WHERE id = 1 FOR UPDATE")
+                                 ).mappings().first()
+            if state is None or state["version"] != VERSION:
+                return {"skipped": "no state"}
+            lo, watermark = state["lo"], state["watermark"]
+            target = _target_lo(conn, now, watermark)
+            if lo <= target:
+                return {"lo": lo, "behind": False, "hours": 0, "seconds": 0.0}
+            a = max(target, lo - STEP)
+            _recompute(conn, a, lo)
+            _rebuild_days(conn, a, lo, watermark)
+            _rebuild_fleet(conn, a, lo)
+            _save_state(conn, a, watermark)
+            return {"lo": a, "behind": a > target, "hours": int((lo - a) / HOUR),
+                    "seconds": _elapsed(conn, started)}
     except _UNAVAILABLE as exc:
         raise _translate(exc, engine) from exc
 
@@ -582,3 +822,240 @@ def work_stats(engine: Engine, tz: str, max_robots: int) -> pd.DataFrame | None:
                 return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
     except _UNAVAILABLE as exc:
         raise _translate(exc, engine) from exc
+
+
+# ---------------------------------------------------------------------------------------------
+# Utilization over long windows (data.robots.utilization, utilization_by_hour_of_week)
+# ---------------------------------------------------------------------------------------------
+MIN_ROLLUP = timedelta(hours=6)   # shorter rollup parts: the raw rows are as cheap
+
+
+def _robot_filters(robot_ids: list[str] | None, environment: str | None) -> tuple[str, callable, str, dict]:
+    """(predicate on robots r, predicate maker on a robot_id column, predicate on MEMBERS m for the
+    robots without a robots row that may count, params). An environment takes robots rows only
+    (of `robot_ids`, when given too)."""
+    params: dict = {}
+    rf_caps = ""
+    if robot_ids is not None:
+        rf_caps += " AND r.robot_id::text = ANY(CAST(:ids AS text[]))"
+        params["ids"] = [str(r) for r in robot_ids]
+    if environment is not None:
+        rf_caps += " AND r.environment = :env"
+        params["env"] = str(environment)
+        return rf_caps, lambda col: f"AND {col} IN (SELECT robot_id FROM caps)", "false", params
+    if robot_ids is not None:
+        return (rf_caps, lambda col: f"AND {col} = ANY(CAST(:ids AS text[]))",
+                "m.robot_id = ANY(CAST(:ids AS text[]))", params)
+    return "", lambda col: "", "true", params
+
+
+def _common_ctes(rf_caps: str, rfc, hourly_marks: bool) -> str:
+    """caps, raw_jobs (every job of the window that the raw edges need) and pieces (those jobs
+    clipped to [:start, :r0) and [:r1, :w1)); then events and segments of the sweep over them."""
+    jf = rfc("j.robot_id::text")
+    marks = ""
+    if hourly_marks:
+        marks = """
+        UNION ALL
+        SELECT b.robot_id, greatest(hours.h, CAST(:start AS timestamptz)), 0, hours.h
+        FROM (SELECT DISTINCT robot_id FROM pieces WHERE e > s) b, hours
+        WHERE hours.h < CAST(:r0 AS timestamptz) OR hours.h >= CAST(:r1 AS timestamptz)"""
+    return f"""
+    caps AS (
+        SELECT r.robot_id::text AS robot_id, greatest(coalesce(r.max_concurrent_jobs, 1), 1) AS capacity
+        FROM robots r WHERE true {rf_caps}
+        LIMIT 5000
+    ),
+    -- Jobs that may run in [:start, :r0) or [:r1, :w1): a job finishing in a rollup hour H
+    -- started at most max_dur(H) before it, which bounds the completed_at ranges (:e0, :e1).
+    raw_jobs AS (
+        SELECT j.robot_id::text AS robot_id, j.started_at AS s0, j.completed_at AS e0
+        FROM job_queue j
+        WHERE ((j.completed_at > CAST(:start AS timestamptz) AND j.completed_at < CAST(:e0 AS timestamptz))
+               OR (j.completed_at > CAST(:r1 AS timestamptz) AND j.completed_at < CAST(:e1 AS timestamptz))
+               OR j.completed_at >= CAST(:w AS timestamptz))
+          AND j.completed_at > CAST(:start AS timestamptz) AND j.started_at < CAST(:w1 AS timestamptz)
+          AND j.robot_id IS NOT NULL {jf}
+        UNION ALL
+        SELECT j.robot_id::text, j.started_at, CAST(:w1 AS timestamptz)
+        FROM job_queue j
+        WHERE j.status = 'running' AND j.completed_at IS NULL AND j.started_at < CAST(:w1 AS timestamptz)
+          AND j.robot_id IS NOT NULL {jf}
+    ),
+    pieces AS (
+        SELECT robot_id, greatest(s0, CAST(:start AS timestamptz)) AS s, least(e0, CAST(:r0 AS timestamptz)) AS e
+        FROM raw_jobs
+        UNION ALL
+        SELECT robot_id, greatest(s0, CAST(:r1 AS timestamptz)), least(e0, CAST(:w1 AS timestamptz)) FROM raw_jobs
+    ),
+    events AS (
+        SELECT robot_id, s AS t, 1 AS d, NULL::timestamptz AS hour FROM pieces WHERE e > s
+        UNION ALL
+        SELECT robot_id, e, -1, NULL FROM pieces WHERE e > s{marks}
+    ),
+    segments AS (
+        SELECT robot_id, t, sum(d) OVER w AS n, lead(t) OVER w AS t_next, max(hour) OVER w AS hour
+        FROM events
+        WINDOW w AS (PARTITION BY robot_id COLLATE "C" ORDER BY t)
+    )"""
+
+
+def _bound(conn: Connection, h: datetime, t: datetime, w: datetime) -> datetime | None:
+    """The end of the last rollup hour H in [h, w) in which a job that finished may have started
+    before t (H < t + the longest job that finished in H), or None."""
+    last = conn.execute(sa.text(f"""
+        SELECT max(hour) FROM (
+            SELECT hour, max(max_dur) AS md FROM {FLEET} WHERE hour >= :h AND hour < :w GROUP BY hour
+        ) x WHERE hour < CAST(:t AS timestamptz) + make_interval(secs => md)"""), {"h": h, "w": w, "t": t}).scalar()
+    return None if last is None else last + HOUR
+
+
+def utilization_from_rollup(engine: Engine, robot_ids: list[str] | None, environment: str | None,
+                            start: datetime, end: datetime, tz: str | None = None) -> pd.DataFrame | None:
+    """data.robots.utilization (tz None) or utilization_by_hour_of_week (tz given) over
+    [start, min(end, now())) with the same columns and values, from the rollup: whole UTC days
+    from the day rows, the other whole hours from the hour rows (per robot) or the fleet rows
+    (fleet-wide or per environment, with the robots whose environment or capacity changed since
+    corrected from their hour rows), the partial hours at the edges and the time after the
+    watermark from the raw rows. None when the rollup cannot answer (not refreshed yet, under
+    MIN_ROLLUP of the window in it, or a zone whose hours are not whole UTC hours)."""
+    try:
+        with engine.connect() as conn:
+            conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                cov = coverage(conn)
+                if cov is None:
+                    return None
+                now = conn.execute(sa.text("SELECT now()")).scalar()
+                w1 = min(end, now)
+                r0 = max(_ceil_hour(start), cov.lo)
+                r1 = min(_floor_hour(w1), cov.watermark)
+                if r1 - r0 < MIN_ROLLUP:
+                    return None
+                if tz is not None and not conn.execute(sa.text(
+                        "SELECT bool_and(date_trunc('hour', g AT TIME ZONE :tz) = g AT TIME ZONE :tz) "
+                        "FROM generate_series(CAST(:a AS timestamptz), CAST(:b AS timestamptz), interval '1 hour') g"),
+                        {"tz": tz, "a": _floor_hour(start), "b": w1}).scalar():
+                    return None
+                e0 = _bound(conn, r0, r0, cov.watermark) or r0
+                e1 = max(w1, _bound(conn, _floor_hour(w1), w1, cov.watermark) or w1)
+                rf_caps, rfc, mf, params = _robot_filters(robot_ids, environment)
+                params.update(start=start, w1=w1, r0=r0, r1=r1, w=cov.watermark, e0=e0, e1=e1)
+                if tz is None:
+                    sql = _per_robot_sql(rf_caps, rfc, r0, r1, params)
+                else:
+                    params.update(tz=tz, h0=_floor_hour(start))
+                    sql = _hour_of_week_sql(rf_caps, rfc, mf, robot_ids, environment)
+                result = conn.execute(sa.text(sql), params)
+                return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+    except _UNAVAILABLE as exc:
+        raise _translate(exc, engine) from exc
+
+
+def _per_robot_sql(rf_caps: str, rfc, r0: datetime, r1: datetime, params: dict) -> str:
+    d0, d1 = _ceil_day(r0), _floor_day(r1)
+    hour_ranges = [(r0, d0), (d1, r1)] if d0 < d1 else [(r0, r1)]
+    if d0 >= d1:
+        d0 = d1 = r0
+    params.update(d0=d0, d1=d1)
+    conds = []
+    for i, (a, b) in enumerate(hour_ranges):
+        if b > a:
+            params[f"ha{i}"], params[f"hb{i}"] = a, b
+            conds.append(f"(hour >= :ha{i} AND hour < :hb{i})")
+    hour_cond = " OR ".join(conds) or "false"
+    return f"""
+    WITH {_common_ctes(rf_caps, rfc, hourly_marks=False)},
+    roll AS (
+        SELECT robot_id, busy FROM {DAILY} WHERE day >= :d0 AND day < :d1 {rfc("robot_id")}
+        UNION ALL
+        SELECT robot_id, busy FROM {HOURLY} WHERE ({hour_cond}) AND busy IS NOT NULL {rfc("robot_id")}
+    ),
+    robots_all AS (
+        SELECT robot_id, capacity FROM caps
+        UNION ALL
+        SELECT robot_id, 1 FROM (SELECT robot_id FROM raw_jobs UNION SELECT robot_id FROM roll) ran
+        WHERE robot_id NOT IN (SELECT robot_id FROM caps)
+    ),
+    busy AS (
+        SELECT s.robot_id, sum(least(s.n, ra.capacity) * extract(epoch FROM s.t_next - s.t))::float8 AS b
+        FROM segments s JOIN robots_all ra USING (robot_id)
+        WHERE s.n > 0 AND s.t_next IS NOT NULL
+        GROUP BY s.robot_id
+        UNION ALL
+        SELECT r.robot_id, sum({capped_sql("r.busy", "ra.capacity")}) FROM roll r JOIN robots_all ra USING (robot_id)
+        GROUP BY r.robot_id
+    ),
+    total AS (SELECT robot_id, sum(b) AS busy_seconds FROM busy GROUP BY robot_id)
+    SELECT ra.robot_id, coalesce(t.busy_seconds, 0)::float8 AS busy_seconds,
+           (ra.capacity * greatest(extract(epoch FROM CAST(:w1 AS timestamptz) - CAST(:start AS timestamptz)), 0)
+           )::float8 AS capacity_seconds,
+           (coalesce(t.busy_seconds, 0) / nullif(ra.capacity * greatest(extract(epoch FROM
+                CAST(:w1 AS timestamptz) - CAST(:start AS timestamptz)), 0), 0))::float8 AS utilization
+    FROM robots_all ra LEFT JOIN total t USING (robot_id)
+    ORDER BY ra.robot_id
+    """
+
+
+def _hour_of_week_sql(rf_caps: str, rfc, mf: str, robot_ids, environment) -> str:
+    in_roll = "h.hour >= CAST(:r0 AS timestamptz) AND h.hour < CAST(:r1 AS timestamptz)"
+    if robot_ids is not None:
+        roll_h = f"""
+        SELECT h.hour, {capped_sql("h.busy", "ra.capacity")} AS busy
+        FROM {HOURLY} h JOIN robots_all ra USING (robot_id)
+        WHERE {in_roll} AND h.busy IS NOT NULL {rfc("h.robot_id")}"""
+    else:
+        ef = lambda col: f"AND {col} = :env" if environment is not None else ""  # noqa: E731
+        roll_h = f"""
+        SELECT h.hour, h.busy FROM {FLEET} h WHERE {in_roll} {ef("h.environment")}
+        UNION ALL
+        SELECT h.hour, -{capped_sql("h.busy", "x.old_cap")}
+        FROM {HOURLY} h JOIN mism x USING (robot_id) WHERE {in_roll} AND h.busy IS NOT NULL {ef("x.old_env")}
+        UNION ALL
+        SELECT h.hour, {capped_sql("h.busy", "x.new_cap")}
+        FROM {HOURLY} h JOIN mism x USING (robot_id) WHERE {in_roll} AND h.busy IS NOT NULL {ef("x.new_env")}"""
+    return f"""
+    WITH hours AS (
+        SELECT g.h, extract(epoch FROM least(g.h + interval '1 hour', CAST(:w1 AS timestamptz))
+                                       - greatest(g.h, CAST(:start AS timestamptz)))::float8 AS len
+        FROM generate_series(CAST(:h0 AS timestamptz), CAST(:w1 AS timestamptz) - interval '1 microsecond',
+                             interval '1 hour') AS g(h)
+    ),
+    {_common_ctes(rf_caps, rfc, hourly_marks=True)},
+    mism AS MATERIALIZED ({MISMATCH_SQL}),
+    robots_all AS (
+        SELECT robot_id, capacity FROM caps
+        UNION ALL
+        SELECT robot_id, 1 FROM (
+            SELECT robot_id FROM raw_jobs
+            UNION
+            SELECT m.robot_id FROM {MEMBERS} m
+            WHERE {mf} AND m.robot_id NOT IN (SELECT robot_id FROM caps)
+              AND EXISTS (SELECT 1 FROM {HOURLY} h WHERE h.robot_id = m.robot_id AND {in_roll} AND h.busy IS NOT NULL)
+        ) ran
+        WHERE robot_id NOT IN (SELECT robot_id FROM caps)
+    ),
+    raw_h AS (
+        SELECT s.hour, sum(least(s.n, ra.capacity) * extract(epoch FROM s.t_next - s.t))::float8 AS busy
+        FROM segments s JOIN robots_all ra USING (robot_id)
+        WHERE s.n > 0 AND s.t_next IS NOT NULL
+        GROUP BY s.hour
+    ),
+    roll_h AS ({roll_h}
+    ),
+    per_hour AS (
+        SELECT hour, sum(busy) AS busy FROM (SELECT hour, busy FROM raw_h UNION ALL SELECT hour, busy FROM roll_h) x
+        GROUP BY hour
+    ),
+    nr AS (SELECT count(*) AS n, sum(capacity) AS c FROM robots_all)
+    SELECT extract(isodow FROM hours.h AT TIME ZONE :tz)::int AS weekday,
+           extract(hour FROM hours.h AT TIME ZONE :tz)::int AS hour_of_day,
+           (count(*) * nr.n) AS hours,
+           coalesce(sum(p.busy), 0)::float8 AS busy_seconds,
+           (sum(hours.len) * nr.c)::float8 AS capacity_seconds,
+           (coalesce(sum(p.busy), 0) / nullif(sum(hours.len) * nr.c, 0))::float8 AS utilization
+    FROM hours CROSS JOIN nr LEFT JOIN per_hour p ON p.hour = hours.h
+    WHERE nr.n > 0
+    GROUP BY 1, 2, nr.n, nr.c
+    ORDER BY 1, 2
+    """

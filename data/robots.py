@@ -216,13 +216,47 @@ def hourly_utilization(engine: Engine, robot_ids=None, start=None, end=None, tz:
     return frame.astype({"busy_seconds": float, "capacity_seconds": float, "utilization": float})
 
 
-def utilization(engine: Engine, robot_ids=None, start=None, end=None) -> pd.DataFrame:
+def _environment_ids(engine: Engine, robot_ids, environment) -> list[str] | None:
+    """The robot filter as a list of ids: `robot_ids` (None = every robot), narrowed to the
+    robots rows of `environment` when one is given (robot ids without a row are then left out)."""
+    filtered, params = _ids_params(robot_ids)
+    ids = params["ids"] if filtered else None
+    if environment is None:
+        return ids
+    in_env = read_frame(engine, "SELECT robot_id::text AS robot_id FROM robots WHERE environment = :env "
+                                f"ORDER BY 1 LIMIT {MAX_ROBOTS}", {"env": str(environment)})["robot_id"].tolist()
+    return [r for r in ids if r in set(in_env)] if ids is not None else in_env
+
+
+def _from_rollup(engine: Engine, robot_ids, environment, start, end, tz=None) -> pd.DataFrame | None:
+    from data import robot_rollup
+
+    filtered, params = _ids_params(robot_ids)
+    ids = params["ids"] if filtered else None
+    frame = robot_rollup.utilization_from_rollup(engine, ids, environment, start, end, tz)
+    if frame is None:
+        return None
+    return frame.astype({"busy_seconds": float, "capacity_seconds": float, "utilization": float})
+
+
+def utilization(engine: Engine, robot_ids=None, start=None, end=None, *, environment: str | None = None,
+                use_rollup: bool = True) -> pd.DataFrame:
     """Utilization of each robot over the whole window [start, end) (same definition, one period).
 
+    `environment`: only the robots rows of that environment (and of `robot_ids`, when given).
     Returns robot_id, busy_seconds, capacity_seconds, utilization; default window: last 24 h.
+    Long windows are read from the per-robot rollup (data.robot_rollup: whole UTC days and
+    hours from it, the partial hours at the edges and the time after its watermark from the
+    raw rows; same numbers); short ones, or with `use_rollup=False`, from the raw rows.
     """
     end = _as_utc(end) if end is not None else datetime.now(timezone.utc)
     start = _as_utc(start) if start is not None else end - timedelta(hours=24)
+    if use_rollup:
+        frame = _from_rollup(engine, robot_ids, environment, start, end)
+        if frame is not None:
+            return frame
+    if environment is not None:
+        robot_ids = _environment_ids(engine, robot_ids, environment)
     filtered, params = _ids_params(robot_ids)
     sql = f"""
     WITH {_utilization_ctes(filtered, hourly=False)}
@@ -239,15 +273,24 @@ def utilization(engine: Engine, robot_ids=None, start=None, end=None) -> pd.Data
 
 
 def utilization_by_hour_of_week(engine: Engine, robot_ids=None, start=None, end=None,
-                                tz: str = "UTC") -> pd.DataFrame:
+                                tz: str = "UTC", *, environment: str | None = None,
+                                use_rollup: bool = True) -> pd.DataFrame:
     """Utilization by hour of the week in zone `tz`: busy over capacity of all matching hours.
 
     Returns weekday (1 = Monday … 7 = Sunday), hour_of_day (0..23), hours (how many hours fell
     in that cell, summed over robots), busy_seconds, capacity_seconds, utilization. Only cells
-    with at least one hour are returned.
+    with at least one hour are returned. `environment` as in utilization(). Long windows in a
+    zone whose clock hours are whole UTC hours are read from the rollup (fleet-wide and
+    per-environment hour rows; per-robot hour rows for a robot filter); others from the raw rows.
     """
     end = _as_utc(end) if end is not None else datetime.now(timezone.utc)
     start = _as_utc(start) if start is not None else end - timedelta(days=28)
+    if use_rollup:
+        frame = _from_rollup(engine, robot_ids, environment, start, end, tz)
+        if frame is not None:
+            return frame.astype({"weekday": int, "hour_of_day": int, "hours": int})
+    if environment is not None:
+        robot_ids = _environment_ids(engine, robot_ids, environment)
     filtered, params = _ids_params(robot_ids)
     sql = f"""
     SELECT extract(isodow FROM u.hour AT TIME ZONE :tz)::int AS weekday,

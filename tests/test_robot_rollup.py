@@ -143,12 +143,12 @@ def test_raw_path_until_the_first_refresh(engine, fleet):
 
 def test_refresh_backfills_and_matches_arithmetic_and_raw(engine, fleet):
     out = rr.refresh(engine)
-    assert out["backfilled"] is True
+    assert out["backfilled"] > 0 and not out["behind"]
     got = _check(engine, _expected(fleet["jobs"], fleet["caps"], fleet["midnight"]), fleet["tz"])
     r1 = got.set_index("robot_id").loc["r1"]
     assert (r1.completed_today, r1.failed_today, r1.completed_7d, r1.finished_7d) == (1, 1, 3, 4)
     # Repeating it changes nothing (recomputes, never adds).
-    assert rr.refresh(engine)["backfilled"] is False
+    assert rr.refresh(engine)["backfilled"] == 0
     _check(engine, _expected(fleet["jobs"], fleet["caps"], fleet["midnight"]), fleet["tz"])
     # A zone with a half-hour offset: the edges are half hours; same numbers as the raw path.
     for tz in ("Asia/Kolkata", "America/St_Johns"):
@@ -251,5 +251,297 @@ def test_refresh_on_an_empty_database_and_ensure_tables(engine):
     rr.ensure_tables(engine)
     rr.ensure_tables(engine)  # idempotent
     out = rr.refresh(engine)
-    assert out["backfilled"] is True and out["watermark"] > out["lo"]
+    # No job: nothing to backfill, an empty range at the watermark.
+    assert out["backfilled"] == 0 and not out["behind"] and out["watermark"] == out["lo"]
     assert rd.robot_work_stats(engine, "UTC").empty
+
+
+# ---------------------------------------------------------------------------------------------
+# Long windows: utilization and utilization_by_hour_of_week from the rollup
+# ---------------------------------------------------------------------------------------------
+# The test's own arithmetic, over the utilization definition of data.robots: job intervals
+# (finished jobs that started; running jobs up to now), clipped to the window, concurrency
+# capped at capacity. Hours are the instants where the zone's clock is on the hour.
+
+def _floor_hour(ts: datetime) -> datetime:
+    return ts.replace(minute=0, second=0, microsecond=0)
+
+
+def _robot_intervals(jobs: list[dict], now: datetime) -> dict[str, list[tuple[datetime, datetime]]]:
+    out: dict[str, list] = {}
+    for j in jobs:
+        if not j.get("robot_id") or j.get("started_at") is None:
+            continue
+        end = j.get("completed_at") or (now if j["status"] == "running" else None)
+        if end is not None:
+            out.setdefault(j["robot_id"], []).append((j["started_at"], end))
+    return out
+
+
+def _sweep(intervals, cap: int, a: datetime, b: datetime) -> float:
+    clipped = [(max(s, a), min(e, b)) for s, e in intervals if min(e, b) > max(s, a)]
+    points = sorted({t for iv in clipped for t in iv})
+    busy = 0.0
+    for p, q in zip(points, points[1:]):
+        n = sum(1 for s, e in clipped if s <= p and e >= q)
+        busy += min(n, cap) * (q - p).total_seconds()
+    return busy
+
+
+def _window_robots(jobs, robots: dict[str, tuple[int, str]], start, w1, ids=None, env=None) -> dict[str, int]:
+    """The robots a window reports, with their capacity: robots rows (of `ids`, of `env`) and,
+    without an environment, robot ids without a row that ran a job in the window."""
+    chosen = {r: cap for r, (cap, e) in robots.items()
+              if (ids is None or r in ids) and (env is None or e == env)}
+    if env is None:
+        for j in jobs:
+            r = j.get("robot_id")
+            if not r or r in robots or (ids is not None and r not in ids) or j.get("started_at") is None:
+                continue
+            if j["status"] == "running" and j.get("completed_at") is None:
+                ran = j["started_at"] < w1
+            else:
+                ran = j.get("completed_at") is not None and j["completed_at"] > start and j["started_at"] < w1
+            if ran:
+                chosen[r] = 1
+    return chosen
+
+
+def _expected_per_robot(jobs, robots, start, end, ids=None, env=None) -> pd.DataFrame:
+    now = utcnow()
+    w1 = min(end, now)
+    chosen = _window_robots(jobs, robots, start, w1, ids, env)
+    ivs = _robot_intervals(jobs, now)
+    rows = []
+    for r, cap in sorted(chosen.items()):
+        busy = _sweep(ivs.get(r, []), cap, start, w1)
+        capacity = cap * max((w1 - start).total_seconds(), 0)
+        rows.append({"robot_id": r, "busy_seconds": busy, "capacity_seconds": capacity,
+                     "utilization": busy / capacity if capacity else float("nan")})
+    return pd.DataFrame(rows, columns=["robot_id", "busy_seconds", "capacity_seconds", "utilization"])
+
+
+def _expected_hour_of_week(jobs, robots, start, end, tz, ids=None, env=None) -> pd.DataFrame:
+    from zoneinfo import ZoneInfo
+
+    now = utcnow()
+    w1 = min(end, now)
+    chosen = _window_robots(jobs, robots, start, w1, ids, env)
+    ivs = _robot_intervals(jobs, now)
+    zone = ZoneInfo(tz)
+    cells: dict[tuple[int, int], list[float]] = {}
+    h = _floor_hour(start) - timedelta(hours=1)
+    while h < w1:
+        local = h.astimezone(zone)
+        if local.minute == 0 and h + timedelta(hours=1) > start:
+            a, b = max(h, start), min(h + timedelta(hours=1), w1)
+            cell = cells.setdefault((local.isoweekday(), local.hour), [0, 0.0, 0.0])
+            for r, cap in chosen.items():
+                cell[0] += 1
+                cell[1] += _sweep(ivs.get(r, []), cap, a, b)
+                cell[2] += cap * (b - a).total_seconds()
+        h += timedelta(minutes=15)
+    rows = [{"weekday": w, "hour_of_day": hd, "hours": n, "busy_seconds": busy, "capacity_seconds": cap,
+             "utilization": busy / cap if cap else float("nan")}
+            for (w, hd), (n, busy, cap) in sorted(cells.items()) if n]
+    return pd.DataFrame(rows, columns=["weekday", "hour_of_day", "hours", "busy_seconds", "capacity_seconds",
+                                       "utilization"])
+
+
+def _same(got: pd.DataFrame, want: pd.DataFrame, keys: list[str], what: str, moving: bool = False) -> None:
+    got = got.sort_values(keys).reset_index(drop=True)
+    want = want.sort_values(keys).reset_index(drop=True)
+    assert len(got) == len(want), (what, got, want)
+    for col in want.columns:
+        if col in keys or col == "hours":
+            assert got[col].tolist() == want[col].tolist(), (what, col)
+        else:
+            # A running job ends at now(), which moves a little between two calls (`moving`).
+            tol = (1e-5 if col == "utilization" else 1.0) if moving else 1e-6
+            assert got[col].astype(float).tolist() == pytest.approx(
+                want[col].astype(float).tolist(), rel=1e-9, abs=tol, nan_ok=True), (what, col)
+
+
+def _check_window(engine, hist, start, end, *, ids=None, env=None, tzs=("UTC",), rollup=True) -> None:
+    """utilization and utilization_by_hour_of_week equal the test's arithmetic and the raw path,
+    and (when `rollup`) the rollup answered them."""
+    jobs, robots = hist["jobs"], hist["robots"]
+    moving = end > utcnow()
+    if rollup:
+        assert rr.utilization_from_rollup(engine, ids, env, start, end) is not None
+    got = rd.utilization(engine, ids, start, end, environment=env)
+    raw = rd.utilization(engine, ids, start, end, environment=env, use_rollup=False)
+    want = _expected_per_robot(jobs, robots, start, end, ids, env)
+    _same(got, want, ["robot_id"], "per robot vs arithmetic", moving)
+    _same(got, raw, ["robot_id"], "per robot vs raw path", moving)
+    for tz in tzs:
+        if rollup and tz != "Asia/Kolkata":
+            assert rr.utilization_from_rollup(engine, ids, env, start, end, tz) is not None
+        got = rd.utilization_by_hour_of_week(engine, ids, start, end, tz, environment=env)
+        raw = rd.utilization_by_hour_of_week(engine, ids, start, end, tz, environment=env, use_rollup=False)
+        want = _expected_hour_of_week(jobs, robots, start, end, tz, ids, env)
+        _same(got, want, ["weekday", "hour_of_day"], f"hour of week {tz} vs arithmetic", moving)
+        _same(got, raw, ["weekday", "hour_of_day"], f"hour of week {tz} vs raw path", moving)
+
+
+@pytest.fixture
+def history(engine):
+    """Forty days of jobs on four robots (capacities 1 and 2, two environments) and a robot id
+    without a robots row: jobs across UTC midnights and hours, overlapping jobs above capacity,
+    a job of 30 hours, one still running, one never started."""
+    now = utcnow()
+    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    robots = {"a": (1, "prod"), "b": (2, "prod"), "c": (1, "staging"), "d": (3, "staging")}
+    jobs: list[dict] = []
+    with engine.begin() as conn:
+        for robot, (cap, env) in robots.items():
+            insert_robot(conn, robot, max_concurrent_jobs=cap, environment=env, last_heartbeat=now)
+        for k in range(2, 38, 3):          # every third day, back to 37 days ago
+            m = day - timedelta(days=k)    # a UTC midnight
+            # a: across midnight, and two overlapping jobs (busy once at capacity 1).
+            _job(conn, jobs, robot_id="a", status="completed", started_at=m - timedelta(minutes=25),
+                 completed_at=m + timedelta(minutes=35))
+            _job(conn, jobs, robot_id="a", status="failed", started_at=m + timedelta(hours=5, minutes=10),
+                 completed_at=m + timedelta(hours=7, minutes=2), error_message="TimeoutError: x")
+            _job(conn, jobs, robot_id="a", status="completed", started_at=m + timedelta(hours=6),
+                 completed_at=m + timedelta(hours=6, minutes=45))
+            # b (capacity 2): three overlapping jobs, a cancelled one that ran.
+            for s, e in ((9 * 60 + 5, 12 * 60), (9 * 60 + 40, 11 * 60 + 20), (10 * 60 + 10, 10 * 60 + 50)):
+                _job(conn, jobs, robot_id="b", status="completed", started_at=m + timedelta(minutes=s),
+                     completed_at=m + timedelta(minutes=e))
+            _job(conn, jobs, robot_id="b", status="cancelled", started_at=m + timedelta(hours=20),
+                 completed_at=m + timedelta(hours=20, minutes=30))
+            # d (capacity 3): four at once for twenty minutes.
+            for i in range(4):
+                _job(conn, jobs, robot_id="d", status="completed", started_at=m + timedelta(hours=14, minutes=i),
+                     completed_at=m + timedelta(hours=14, minutes=20 + i))
+            # A robot id without a robots row.
+            _job(conn, jobs, robot_id="ghost", status="completed", started_at=m + timedelta(hours=3),
+                 completed_at=m + timedelta(hours=3, minutes=50))
+        # c: a 30-hour job across two midnights, and one running now for 3 hours.
+        _job(conn, jobs, robot_id="c", status="completed", started_at=day - timedelta(days=20, hours=3),
+             completed_at=day - timedelta(days=19, hours=-3))
+        _job(conn, jobs, robot_id="c", status="running", started_at=now - timedelta(hours=3, minutes=7))
+        _job(conn, jobs, robot_id="a", status="completed", started_at=now - timedelta(minutes=50),
+             completed_at=now - timedelta(minutes=10))
+        _job(conn, jobs, robot_id=None, status="cancelled", completed_at=now - timedelta(hours=2))
+    return {"robots": robots, "jobs": jobs, "day": day}
+
+
+def test_long_windows_from_the_rollup_equal_arithmetic_and_raw(engine, history):
+    out = rr.refresh(engine)
+    assert not out["behind"] and out["backfilled"] > 24 * 35
+    now, day = utcnow(), history["day"]
+    # 40 days to now, starting inside an hour; DST (New York) and whole-hour zones from the
+    # rollup, half-hour zones from the raw rows.
+    _check_window(engine, history, now - timedelta(days=40, minutes=-17), now + timedelta(days=1),
+                  tzs=("UTC", "America/New_York", "Asia/Tokyo", "Asia/Kolkata"))
+    # A window that ends in the past inside an hour, and one on exact UTC day edges.
+    _check_window(engine, history, day - timedelta(days=30, minutes=41), day - timedelta(days=4, minutes=-23),
+                  tzs=("UTC", "Europe/Berlin"))
+    _check_window(engine, history, day - timedelta(days=20), day - timedelta(days=19))
+    _check_window(engine, history, day - timedelta(days=26), day - timedelta(days=5))
+    # Robot and environment filters (an environment leaves out robot ids without a row).
+    start, end = now - timedelta(days=39, minutes=3), now
+    _check_window(engine, history, start, end, ids=["b", "ghost"], tzs=("UTC", "Asia/Tokyo"))
+    _check_window(engine, history, start, end, env="staging", tzs=("UTC", "America/New_York"))
+    _check_window(engine, history, start, end, env="prod", ids=["a", "c", "ghost"])
+    _check_window(engine, history, start, end, env="nowhere")
+    # Half-hour zones and short windows are the raw path's.
+    assert rr.utilization_from_rollup(engine, None, None, start, end, "Asia/Kolkata") is None
+    assert rr.utilization_from_rollup(engine, None, None, now - timedelta(hours=3), now) is None
+
+
+def test_rollup_day_and_fleet_rows_add_up_the_hours(engine, history):
+    rr.refresh(engine)
+    with engine.connect() as conn:
+        hourly = pd.DataFrame(conn.execute(sa.text(
+            f"SELECT robot_id, hour, busy FROM {rr.HOURLY} WHERE busy IS NOT NULL")).mappings().all())
+        daily = pd.DataFrame(conn.execute(sa.text(f"SELECT robot_id, day, busy FROM {rr.DAILY}")).mappings().all())
+        fleet = pd.DataFrame(conn.execute(sa.text(
+            f"SELECT hour, environment, capacity, busy FROM {rr.FLEET}")).mappings().all())
+        cov = rr.coverage(conn)
+    # b's day 9 days back: three overlapping jobs (levels 1..3) and the cancelled one.
+    m = history["day"] - timedelta(days=8)
+    b = daily[(daily.robot_id == "b") & (pd.to_datetime(daily.day, utc=True) == pd.Timestamp(m))].busy.iloc[0]
+    assert b == pytest.approx([175 * 60 + 30 * 60, 100 * 60, 40 * 60])
+    # Every day row is the level sum of its hours; only whole days below the watermark have one.
+    hourly["day"] = pd.to_datetime(hourly.hour, utc=True).dt.floor("D")
+    for row in daily.itertuples():
+        hours = hourly[(hourly.robot_id == row.robot_id) & (hourly.day == pd.Timestamp(row.day))].busy
+        width = max((len(x) for x in hours), default=0)
+        sums = [sum(x[k] for x in hours if len(x) > k) for k in range(width)]
+        assert list(row.busy) == pytest.approx(sums)
+        assert pd.Timestamp(row.day) + pd.Timedelta(days=1) <= pd.Timestamp(cov.watermark)
+    # Fleet rows: capped by each robot's capacity, grouped by environment.
+    caps = {r: c for r, (c, _) in history["robots"].items()}
+    hourly["capped"] = [sum(x[:caps.get(r, 1)]) for r, x in zip(hourly.robot_id, hourly.busy)]
+    assert fleet.busy.sum() == pytest.approx(hourly.capped.sum())
+    staging = hourly[hourly.robot_id.isin(["c", "d"])].capped.sum()
+    assert fleet[fleet.environment == "staging"].busy.sum() == pytest.approx(staging)
+
+
+def test_backfill_goes_back_in_bounded_steps(engine, history):
+    out = rr.refresh(engine, budget_s=0)
+    assert out["behind"] and out["lo"] == out["watermark"] and out["steps"] == []
+    with engine.connect() as conn:
+        assert rr.coverage(conn) is None  # nothing covered yet: the raw path answers
+    now = utcnow()
+    start, end = now - timedelta(days=40, minutes=-17), now + timedelta(days=1)
+    _check_window(engine, history, start, end, rollup=False)
+    # Two steps: the last two days in the rollup, the rest from the raw rows.
+    for _ in range(2):
+        step = rr._backfill_step(engine, None)
+        assert step["hours"] <= 24 and step["behind"]
+    _check_window(engine, history, start, end, tzs=("UTC", "Asia/Tokyo"))
+    # The rest, one day per transaction.
+    out = rr.refresh(engine)
+    assert not out["behind"] and len(out["steps"]) >= 33
+    with engine.connect() as conn:
+        lo = rr.coverage(conn).lo
+    oldest = min(j["completed_at"] for j in history["jobs"] if j.get("completed_at"))
+    assert lo == _floor_hour(oldest)
+    _check_window(engine, history, start, end, env="prod", tzs=("UTC", "America/New_York"))
+
+
+def test_late_changes_in_long_windows(engine, history):
+    rr.refresh(engine)
+    jobs, robots = history["jobs"], history["robots"]
+    now = utcnow()
+    start, end = now - timedelta(days=39), now
+    with engine.begin() as conn:
+        # b's capacity goes from 2 to 1, d moves from staging to prod: read at once (before a
+        # refresh moves them in the fleet rows), then after it.
+        conn.execute(sa.text("UPDATE robots SET max_concurrent_jobs = 1 WHERE robot_id = 'b'"))
+        conn.execute(sa.text("UPDATE robots SET environment = 'prod' WHERE robot_id = 'd'"))
+        robots.update(b=(1, "prod"), d=(3, "prod"))
+        # The robot id without a row is registered, in staging with capacity 2.
+        insert_robot(conn, "ghost", max_concurrent_jobs=2, environment="staging", last_heartbeat=now)
+        robots["ghost"] = (2, "staging")
+    for env in (None, "prod", "staging"):
+        _check_window(engine, history, start, end, env=env, tzs=("UTC", "Asia/Tokyo"))
+    out = rr.refresh(engine)
+    assert out["rebased"] == 3
+    for env in (None, "prod", "staging"):
+        _check_window(engine, history, start, end, env=env)
+    with engine.begin() as conn:
+        # a's job of 29 days ago is re-run in place on c, 20 minutes ago (found by its id keys).
+        old = next(j for j in jobs if j["robot_id"] == "a" and j["started_at"] < now - timedelta(days=28))
+        new = {"robot_id": "c", "status": "completed", "started_at": now - timedelta(minutes=30),
+               "completed_at": now - timedelta(minutes=20)}
+        conn.execute(sa.text("UPDATE job_queue SET robot_id = :robot_id, status = :status, started_at = :started_at, "
+                             "completed_at = :completed_at WHERE id = :id"), {**new, "id": old["id"]})
+        old.update(new)
+        # A job finished 90 minutes ago written only now, and a dead-letter move of a job of 11 days ago.
+        _job(conn, jobs, robot_id="b", status="completed", started_at=now - timedelta(hours=4),
+             completed_at=now - timedelta(minutes=90))
+        dead = next(j for j in jobs if j["robot_id"] == "d" and j["started_at"] < now - timedelta(days=10))
+        conn.execute(sa.text("INSERT INTO job_queue_dlq (original_job_id, workflow_id, workflow_name, error_message) "
+                             "VALUES (:id, 'wf-a', 'wf-a', 'x')"), {"id": dead["id"]})
+        conn.execute(sa.text("DELETE FROM job_queue WHERE id = :id"), {"id": dead["id"]})
+    jobs[:] = [j for j in jobs if j["id"] != dead["id"]]
+    out = rr.refresh(engine)
+    assert out["dirty"] > 0
+    for env in (None, "staging"):
+        _check_window(engine, history, start, end, env=env, tzs=("UTC", "America/New_York"))
+    _check_window(engine, history, start, end, ids=["a", "c"])
