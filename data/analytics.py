@@ -642,6 +642,10 @@ def queue_depth_series(engine: Engine, f: AnalyticsFilters) -> pd.DataFrame:
     7 days before it (``QUEUE_LOOKBACK``; still-pending jobs at any age), so the cost does not
     grow with the history. With a robot filter only jobs later claimed by those robots count.
     """
+    plan = _rollup_plan(engine, f, bucketed=True)
+    if plan is not None:
+        return _rolled().queue_depth_series(engine, f, plan)
+
     where, params = _scope(f, window=False)
     params.update(start=f.start, end=f.end, lookback=f.start - QUEUE_LOOKBACK)
     left = "CASE WHEN j.status = 'pending' THEN NULL ELSE coalesce(j.started_at, j.completed_at) END"

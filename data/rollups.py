@@ -13,6 +13,9 @@ environment × status:
   ``sqrt(R) - 1`` (0.995 %) of the exact ``percentile_cont`` value, and interpolating between two
   order statistics keeps that bound. Below 1 ms the error is absolute (under 1 ms).
 
+- for the queue depth: ``queued`` (jobs that wait or waited: pending, or with a start or end
+  time) and when they left the queue (``left_bin``: UTC hours since the epoch, ``left_n``);
+
 and per hour/day/week × workflow × environment × error type the failures (``error_rollup``).
 
 Maintenance (``refresh``, run in the background by ``start_maintenance``; one process at a time
@@ -21,10 +24,11 @@ through an advisory lock; it never locks the orchestrator's tables, it only read
 - ``covered_until`` (a UTC hour) says up to where the rollup holds every hour. Each refresh
   advances it to the last full hour, at most ``MAX_STEP`` per transaction (a first backfill of a
   long history goes in steps, each bounded), re-aggregating the new hours from the raw rows;
-- a job whose ``completed_at`` is set or moves (it finished, was cancelled or re-run) after its
-  hour was aggregated makes that hour *dirty*: every refresh looks up the jobs with
-  ``completed_at`` after the last look (the ``fm_job_completed_at`` index) and re-aggregates
-  their creation hours whole, so nothing is counted twice;
+- a job whose ``started_at`` or ``completed_at`` is set or moves (it started, finished, was
+  cancelled or re-run) after its hour was aggregated makes that hour *dirty*: every refresh
+  looks up the jobs with either after the last look (the ``fm_job_started_at`` and
+  ``fm_job_completed_at`` indexes) and re-aggregates their creation hours whole, so nothing is
+  counted twice;
 - ``reconcile`` (hourly) compares per-hour counts by status with the raw table and
   re-aggregates hours that differ: jobs inserted late with an old ``created_at``, jobs deleted
   (dead-letter moves, retention), status changes that leave ``completed_at`` alone;
@@ -63,7 +67,7 @@ log = logging.getLogger(__name__)
 
 RATIO = 1.02
 # Bumped when the tables' layout or meaning changes: the rollup is then rebuilt.
-LAYOUT_VERSION = 2
+LAYOUT_VERSION = 3
 # The bound on a percentile's relative error (see the module docstring).
 MAX_RELATIVE_ERROR = math.sqrt(RATIO) - 1
 
@@ -108,6 +112,9 @@ TABLES = [
             dur_n integer[] NOT NULL,
             wait_bin integer[] NOT NULL,
             wait_n integer[] NOT NULL,
+            queued bigint NOT NULL,
+            left_bin integer[] NOT NULL,
+            left_n integer[] NOT NULL,
             PRIMARY KEY (grain, period_start, workflow_id, environment, status)
         )""",
     f"""CREATE TABLE IF NOT EXISTS {ERRORS} (
@@ -190,6 +197,9 @@ _DUR = "greatest(date_part('epoch', j.completed_at - j.started_at) * 1000, 0)"
 _WAIT = "greatest(date_part('epoch', j.started_at - j.created_at) * 1000, 0)"
 _TIMED = "(j.started_at IS NOT NULL AND j.completed_at IS NOT NULL)"
 _KEYS = "workflow_id, environment, status"
+# When a job left the queue (data.analytics.queue_depth_series): a pending job has not.
+_LEFT = "CASE WHEN j.status <> 'pending' THEN coalesce(j.started_at, j.completed_at) END"
+_QUEUED = "(j.status = 'pending' OR coalesce(j.started_at, j.completed_at) IS NOT NULL)"
 
 
 def raw_facts_sql(where: str) -> str:
@@ -205,7 +215,11 @@ def raw_facts_sql(where: str) -> str:
            CASE WHEN {_TIMED} THEN ARRAY[{bin_sql(_DUR)}] ELSE '{{}}'::int[] END AS dur_bin,
            CASE WHEN {_TIMED} THEN ARRAY[1] ELSE '{{}}'::int[] END AS dur_n,
            CASE WHEN {_TIMED} THEN ARRAY[{bin_sql(_WAIT)}] ELSE '{{}}'::int[] END AS wait_bin,
-           CASE WHEN {_TIMED} THEN ARRAY[1] ELSE '{{}}'::int[] END AS wait_n
+           CASE WHEN {_TIMED} THEN ARRAY[1] ELSE '{{}}'::int[] END AS wait_n,
+           CASE WHEN {_QUEUED} THEN 1 ELSE 0 END AS queued,
+           CASE WHEN {_LEFT} IS NOT NULL THEN ARRAY[floor(date_part('epoch', {_LEFT}) / 3600)::int]
+                ELSE '{{}}'::int[] END AS left_bin,
+           CASE WHEN {_LEFT} IS NOT NULL THEN ARRAY[1] ELSE '{{}}'::int[] END AS left_n
     FROM job_queue j WHERE {where}"""
 
 
@@ -226,20 +240,22 @@ def merge_sql(source: str, t_expr: str) -> str:
         SELECT {t_expr} AS t, {_KEYS}, max(workflow_name) AS workflow_name, sum(jobs)::bigint AS jobs,
                sum(timed)::bigint AS timed, sum(dur_sum_ms)::float8 AS dur_sum_ms,
                sum(wait_sum_ms)::float8 AS wait_sum_ms, sum(healing_attempts)::float8 AS healing_attempts,
-               sum(healing_successes)::float8 AS healing_successes
+               sum(healing_successes)::float8 AS healing_successes, sum(queued)::bigint AS queued
         FROM src GROUP BY 1, 2, 3, 4
     ),
     dh AS ({_merged_hist('dur', t_expr)}),
-    wh AS ({_merged_hist('wait', t_expr)})
+    wh AS ({_merged_hist('wait', t_expr)}),
+    lh AS ({_merged_hist('left', t_expr)})
     SELECT s.t, s.workflow_id, s.environment, s.status, s.workflow_name, s.jobs, s.timed, s.dur_sum_ms,
            s.wait_sum_ms, s.healing_attempts, s.healing_successes,
            coalesce(dh.bins, '{{}}') AS dur_bin, coalesce(dh.ns, '{{}}') AS dur_n,
-           coalesce(wh.bins, '{{}}') AS wait_bin, coalesce(wh.ns, '{{}}') AS wait_n
-    FROM scalars s LEFT JOIN dh USING (t, {_KEYS}) LEFT JOIN wh USING (t, {_KEYS})"""
+           coalesce(wh.bins, '{{}}') AS wait_bin, coalesce(wh.ns, '{{}}') AS wait_n,
+           s.queued, coalesce(lh.bins, '{{}}') AS left_bin, coalesce(lh.ns, '{{}}') AS left_n
+    FROM scalars s LEFT JOIN dh USING (t, {_KEYS}) LEFT JOIN wh USING (t, {_KEYS}) LEFT JOIN lh USING (t, {_KEYS})"""
 
 
 _COLUMNS = ("workflow_id, environment, status, workflow_name, jobs, timed, dur_sum_ms, wait_sum_ms, "
-            "healing_attempts, healing_successes, dur_bin, dur_n, wait_bin, wait_n")
+            "healing_attempts, healing_successes, dur_bin, dur_n, wait_bin, wait_n, queued, left_bin, left_n")
 ERROR_TYPE = f"coalesce({error_type_sql('j.error_message')}, 'UnknownError')"
 
 
@@ -406,7 +422,8 @@ def _advance(conn, state: dict, now: datetime) -> dict:
     covered, mark, hi = state["covered_until"], state["completed_mark"], now - LAG
     dirty = [r[0] for r in conn.execute(sa.text("""
         SELECT DISTINCT date_trunc('hour', created_at, 'UTC') FROM job_queue
-        WHERE completed_at > :mark AND completed_at <= :hi AND created_at < :covered"""),
+        WHERE ((completed_at > :mark AND completed_at <= :hi) OR (started_at > :mark AND started_at <= :hi))
+          AND created_at < :covered"""),
         {"mark": mark, "hi": hi, "covered": covered})]
     _rebuild_hours(conn, dirty)
     target = min(_floor_hour(hi), covered + MAX_STEP)

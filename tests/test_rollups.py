@@ -262,3 +262,24 @@ def test_concurrent_refreshes_do_not_double_count(engine):
     full_weeks = full_days - timedelta(days=full_days.weekday())
     assert weeks == sum(j["created"] < full_weeks for j in jobs)
     assert _fleet(engine, now)["total_jobs"] == len(jobs)
+
+
+def test_queue_depth_from_the_rollup_counts_the_jobs_waiting_at_each_bucket_start(engine, history):
+    jobs, now = history
+    # Still waiting, and cancelled before they started (they leave the queue when cancelled).
+    with engine.begin() as conn:
+        for hours in (100, 30, 2):
+            insert_job(conn, status="pending", created_at=now - timedelta(hours=hours))
+        insert_job(conn, status="cancelled", created_at=now - timedelta(hours=50),
+                   completed_at=now - timedelta(hours=49))
+    rollups.reconcile(engine)
+    f = _filters(now, tz="Europe/Berlin")
+    assert rollups.usable_plan(engine, f.start, f.end, f.tz, f.bucket) is not None
+    spans = [(j["created"], j["started"]) for j in jobs]
+    spans += [(now - timedelta(hours=h), None) for h in (100, 30, 2)]
+    spans.append((now - timedelta(hours=50), now - timedelta(hours=49)))
+    series = an.queue_depth_series(engine, f)
+    assert len(series) == 8
+    for at, depth in zip(series["at"], series["queue_depth"]):
+        expected = sum(1 for created, left in spans if created < at and (left is None or left >= at))
+        assert depth == expected, at
