@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 WATCH_SECONDS = 30.0   # a snapshot nobody asked for in this long is no longer refreshed
 POLL_SECONDS = 0.25    # how often the refresher looks for snapshots due
+REFRESH_IN_BACKGROUND = True  # tests that drive refresh_due() themselves turn it off
 
 
 @dataclass
@@ -104,7 +105,8 @@ def _watch(key: str, cache, build, fresh_s: float) -> None:
             found.asked_at = time.monotonic()
             found.build = build  # the latest closure (same inputs, by the key)
         # One refresher per process (gunicorn forks workers; a thread does not survive a fork).
-        if _refresher is None or not _refresher.is_alive() or _refresher_pid != os.getpid():
+        if REFRESH_IN_BACKGROUND and (_refresher is None or not _refresher.is_alive()
+                                      or _refresher_pid != os.getpid()):
             _refresher_pid = os.getpid()
             _refresher = threading.Thread(target=_refresh_loop, name="fleet-snapshots", daemon=True)
             _refresher.start()
@@ -115,6 +117,18 @@ def _due(key: str, item: _Watched) -> bool:
     # After failures, back off (up to 8 periods) so a database that is away is not hammered.
     period = item.fresh_s * min(2 ** item.failures, 8)
     return built_at is None or time.time() - built_at >= period
+
+
+def _claim(cache, claim: str, timeout: int) -> bool:
+    """True for one worker only: add() sets the key only when it is absent."""
+    if cache.add(claim, os.getpid(), timeout=timeout):
+        return True
+    # A claim past its timeout (its worker died while building) still blocks add() in the file
+    # cache, which only hides expired entries from get(): clear it and try once more.
+    if cache.get(claim) is None:
+        cache.delete(claim)
+        return cache.add(claim, os.getpid(), timeout=timeout)
+    return False
 
 
 def refresh_due() -> int:
@@ -131,8 +145,7 @@ def refresh_due() -> int:
             if not _due(key, item):
                 continue
             claim = key + ":claim"
-            # add() succeeds for one worker only; the claim lapses by itself if that worker dies.
-            if not item.cache.add(claim, os.getpid(), timeout=max(2, int(item.fresh_s * 2))):
+            if not _claim(item.cache, claim, max(2, int(item.fresh_s * 2))):
                 continue
             try:
                 if not _due(key, item):  # built by another worker meanwhile
@@ -160,7 +173,7 @@ def _refresh_loop() -> None:
             except Exception:  # noqa: BLE001
                 log.exception("live snapshot refresher")
             with _guard:
-                if not _watched:
+                if not _watched or not REFRESH_IN_BACKGROUND:
                     # Nothing watched: end; the next request starts a new refresher.
                     _refresher = None
                     return

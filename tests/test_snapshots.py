@@ -6,11 +6,19 @@ import threading
 import time
 import uuid
 
+import pytest
 import sqlalchemy as sa
 
 from data import snapshots
 from data.snapshots import live_snapshot, refresh_due, snapshot_key
 from tests.helpers import ago, insert_job, insert_robot
+
+
+@pytest.fixture
+def no_background(monkeypatch):
+    """Rebuilds only when the test calls refresh_due()."""
+    monkeypatch.setattr(snapshots, "REFRESH_IN_BACKGROUND", False)
+    time.sleep(2 * snapshots.POLL_SECONDS)  # a refresher of an earlier test sees it and ends
 
 
 def counting_build(value="v", delay=0.0):
@@ -50,7 +58,7 @@ def test_many_askers_one_build(app_client):
         assert live_snapshot(name, (2,), build, 30) == "v2"  # other key parts: another snapshot
 
 
-def test_refresher_rebuilds_once_when_due_and_respects_another_workers_claim(app_client):
+def test_refresher_rebuilds_once_when_due_and_respects_another_workers_claim(app_client, no_background):
     app = app_client.application
     cache = app.extensions["fleet_monitor_cache"]
     build, calls = counting_build()
@@ -71,7 +79,7 @@ def test_refresher_rebuilds_once_when_due_and_respects_another_workers_claim(app
     assert calls["n"] == 2
 
 
-def test_a_snapshot_too_old_is_built_by_the_asker(app_client):
+def test_a_snapshot_too_old_is_built_by_the_asker(app_client, no_background):
     app = app_client.application
     cache = app.extensions["fleet_monitor_cache"]
     build, calls = counting_build()
@@ -85,7 +93,7 @@ def test_a_snapshot_too_old_is_built_by_the_asker(app_client):
         assert live_snapshot(name, (1,), build, 2) == "recent"
 
 
-def test_watching_ends_when_nobody_asks(app_client, monkeypatch):
+def test_watching_ends_when_nobody_asks(app_client, no_background, monkeypatch):
     app = app_client.application
     build, calls = counting_build()
     name = "t-" + uuid.uuid4().hex
@@ -122,3 +130,17 @@ def test_twenty_screens_cost_the_database_what_one_costs(app_client):
     assert len(answers) == 20 and all(a[7] is False for a in answers)
     # One refresh's statements: the KPIs, the robots, the queue and throughput series, the feed.
     assert len(statements) == 5, statements
+
+
+def test_a_lapsed_claim_does_not_block_refreshes(app_client, no_background):
+    app = app_client.application
+    cache = app.extensions["fleet_monitor_cache"]
+    build, calls = counting_build()
+    name = "t-" + uuid.uuid4().hex
+    key = snapshot_key(name, 1)
+    with app.app_context():
+        live_snapshot(name, (1,), build, 1)
+    cache.set(key + ":claim", 12345, timeout=1)  # a worker that died while rebuilding
+    time.sleep(2.1)
+    refresh_due()
+    assert calls["n"] == 2
