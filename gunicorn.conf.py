@@ -90,3 +90,14 @@ def child_exit(server, worker):
 def on_exit(server):
     if _own_metrics_dir:
         shutil.rmtree(METRICS_DIR, ignore_errors=True)
+
+
+def post_worker_init(worker):
+    # Dash sets itself up on its first request, and a thread of the worker that serves a request
+    # while another is still in that set-up finds no callbacks (HTTP 500 "Callback function not
+    # found"): screens switched on together after a (re)start hit exactly that. One request
+    # through the app here, before the worker takes connections, does the set-up.
+    try:
+        worker.wsgi.test_client().get("/login")
+    except Exception:  # noqa: BLE001 - without the warm-up the worker still serves
+        worker.log.exception("warm-up request failed")
