@@ -1087,6 +1087,10 @@ def top_error_messages(engine: Engine, f: AnalyticsFilters, limit: int = 10) -> 
     """The most frequent error messages of failed jobs: ``error_message`` (first 500
     characters), ``error_type``, ``failures``, ``workflows`` (how many), ``workflow_id`` (when
     only one), ``last_seen`` (latest created_at)."""
+    plan = _rollup_plan(engine, f, bucketed=False)
+    if plan is not None:
+        return _rolled().top_error_messages(engine, f, plan, limit)
+
     where, params = _scope(f)
     params["limit"] = limit
     sql = f"""

@@ -357,6 +357,20 @@ def errors_by_workflow(engine: Engine, f: an.AnalyticsFilters, plan: WindowPlan)
     return e[["workflow_id", "workflow_name", "error_type", "failures"]].head(2000)
 
 
+def top_error_messages(engine: Engine, f: an.AnalyticsFilters, plan: WindowPlan, limit: int = 10) -> pd.DataFrame:
+    filters, fparams = _filters(f)
+    facts, _ = rollups.facts_sql(plan, filters, table="errors")
+    sql = f"""
+    SELECT x.message AS error_message, x.error_type, sum(x.failures)::bigint AS failures,
+           count(DISTINCT x.workflow_id) AS workflows,
+           CASE WHEN count(DISTINCT x.workflow_id) = 1 THEN min(x.workflow_id) END AS workflow_id,
+           max(x.last_seen) AS last_seen
+    FROM ({facts}) x WHERE x.message <> ''
+    GROUP BY 1, 2 ORDER BY failures DESC, last_seen DESC
+    LIMIT :limit"""
+    return an.read_frame(engine, sql, {**_params(f, plan, fparams), "limit": limit})
+
+
 def weekly_throughput(engine: Engine, f: an.AnalyticsFilters, now: datetime) -> pd.DataFrame | None:
     """an.weekly_throughput from the rollups; None when they cannot answer (exact path then)."""
     b = an.week_bounds(f.tz, now)

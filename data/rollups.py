@@ -16,7 +16,8 @@ environment × status:
 - for the queue depth: ``queued`` (jobs that wait or waited: pending, or with a start or end
   time) and when they left the queue (``left_bin``: UTC hours since the epoch, ``left_n``);
 
-and per hour/day/week × workflow × environment × error type the failures (``error_rollup``).
+and per hour/day/week × workflow × environment × error type × message (its first 500
+characters) the failures and the latest creation time (``error_rollup``).
 
 Maintenance (``refresh``, run in the background by ``start_maintenance``; one process at a time
 through an advisory lock; it never locks the orchestrator's tables, it only reads them):
@@ -67,7 +68,7 @@ log = logging.getLogger(__name__)
 
 RATIO = 1.02
 # Bumped when the tables' layout or meaning changes: the rollup is then rebuilt.
-LAYOUT_VERSION = 3
+LAYOUT_VERSION = 4
 # The bound on a percentile's relative error (see the module docstring).
 MAX_RELATIVE_ERROR = math.sqrt(RATIO) - 1
 
@@ -123,9 +124,11 @@ TABLES = [
             workflow_id text NOT NULL,
             environment text NOT NULL,
             error_type text NOT NULL,
+            message text NOT NULL,
             workflow_name text,
             failures bigint NOT NULL,
-            PRIMARY KEY (grain, period_start, workflow_id, environment, error_type)
+            last_seen timestamptz NOT NULL,
+            PRIMARY KEY (grain, period_start, workflow_id, environment, error_type, message)
         )""",
     f"""CREATE TABLE IF NOT EXISTS {STATE} (
             id integer PRIMARY KEY CHECK (id = 1),
@@ -260,11 +263,34 @@ ERROR_TYPE = f"coalesce({error_type_sql('j.error_message')}, 'UnknownError')"
 
 
 def raw_errors_sql(where: str) -> str:
-    """One row per failed job matching ``where``: ``t``, workflow, environment, error type."""
+    """One row per failed job matching ``where`` (alias j), in the error rollup's shape."""
     return f"""
     SELECT j.created_at AS t, j.workflow_id, j.environment, {ERROR_TYPE} AS error_type,
-           j.workflow_name, 1 AS failures
-    FROM job_queue j WHERE {where} AND j.status = 'failed'"""
+           coalesce(left(j.error_message, 500), '') AS message, j.workflow_name, 1 AS failures,
+           j.created_at AS last_seen
+    FROM job_queue j WHERE j.status = 'failed' AND {where}"""
+
+
+_ERROR_COLUMNS = "workflow_id, environment, error_type, message, workflow_name, failures, last_seen"
+
+
+def _insert_errors(conn, grain: str, t_expr: str, source: str, params: dict) -> None:
+    """Error rollup rows of ``grain`` merged from ``source`` (rows in its shape, column t)."""
+    conn.execute(sa.text(f"""
+        INSERT INTO {ERRORS} (grain, period_start, {_ERROR_COLUMNS})
+        SELECT '{grain}', {t_expr}, workflow_id, environment, error_type, message, max(workflow_name),
+               sum(failures), max(last_seen)
+        FROM ({source}) e GROUP BY 2, 3, 4, 5, 6"""), params)
+
+
+def _insert_hours(conn, where: str, params: dict, join: str = "") -> None:
+    """Hour rows of both tables from the raw rows matching ``where`` (after ``join``)."""
+    def raw(sql: str) -> str:
+        return sql.replace("FROM job_queue j WHERE", f"FROM {join}job_queue j{' ON ' + where if join else ''} "
+                                                     f"WHERE {'TRUE' if join else where} AND")
+    conn.execute(sa.text(f"INSERT INTO {JOBS} (grain, period_start, {_COLUMNS}) SELECT 'hour', t, {_COLUMNS} FROM ("
+                         f"{merge_sql(raw(raw_facts_sql('TRUE')), _HOUR_OF_T)}) m"), params)
+    _insert_errors(conn, "hour", _HOUR_OF_T, raw(raw_errors_sql("TRUE")), params)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -283,15 +309,7 @@ def _rebuild_hours(conn, hours: list[datetime]) -> None:
     for table in (JOBS, ERRORS):
         conn.execute(sa.text(f"DELETE FROM {table} WHERE grain = 'hour' AND period_start = ANY(:hours)"), params)
     # The hours join keeps each hour an index range on created_at.
-    src = lambda sql: sql.replace("FROM job_queue j WHERE", "FROM unnest(CAST(:hours AS timestamptz[])) AS h(start) "  # noqa: E731
-                                  "JOIN job_queue j ON " + _HOURS_WHERE + " WHERE")
-    conn.execute(sa.text(f"INSERT INTO {JOBS} (grain, period_start, {_COLUMNS}) SELECT 'hour', t, {_COLUMNS} FROM ("
-                         f"{merge_sql(src(raw_facts_sql('TRUE')), _HOUR_OF_T)}) m"), params)
-    conn.execute(sa.text(f"""
-        INSERT INTO {ERRORS} (grain, period_start, workflow_id, environment, error_type, workflow_name, failures)
-        SELECT 'hour', date_trunc('hour', t, 'UTC'), workflow_id, environment, error_type, max(workflow_name),
-               count(*)
-        FROM ({src(raw_errors_sql('TRUE'))}) e GROUP BY 2, 3, 4, 5"""), params)
+    _insert_hours(conn, _HOURS_WHERE, params, join="unnest(CAST(:hours AS timestamptz[])) AS h(start) JOIN ")
 
 
 def _rebuild_range(conn, lo: datetime, hi: datetime) -> None:
@@ -300,14 +318,7 @@ def _rebuild_range(conn, lo: datetime, hi: datetime) -> None:
     for table in (JOBS, ERRORS):
         conn.execute(sa.text(f"DELETE FROM {table} WHERE grain = 'hour' AND period_start >= :lo "
                              "AND period_start < :hi"), params)
-    where = "j.created_at >= :lo AND j.created_at < :hi"
-    conn.execute(sa.text(f"INSERT INTO {JOBS} (grain, period_start, {_COLUMNS}) SELECT 'hour', t, {_COLUMNS} FROM ("
-                         f"{merge_sql(raw_facts_sql(where), _HOUR_OF_T)}) m"), params)
-    conn.execute(sa.text(f"""
-        INSERT INTO {ERRORS} (grain, period_start, workflow_id, environment, error_type, workflow_name, failures)
-        SELECT 'hour', date_trunc('hour', t, 'UTC'), workflow_id, environment, error_type, max(workflow_name),
-               count(*)
-        FROM ({raw_errors_sql(where)}) e GROUP BY 2, 3, 4, 5"""), params)
+    _insert_hours(conn, "j.created_at >= :lo AND j.created_at < :hi", params)
 
 
 def _rebuild_periods(conn, grain: str, starts: list[datetime], covered_until: datetime) -> None:
@@ -326,11 +337,8 @@ def _rebuild_periods(conn, grain: str, starts: list[datetime], covered_until: da
     merged = merge_sql(source, f"date_trunc('{grain}', t, 'UTC')")
     conn.execute(sa.text(f"INSERT INTO {JOBS} (grain, period_start, {_COLUMNS}) SELECT :grain, t, {_COLUMNS} "
                          f"FROM ({merged}) m"), params)
-    conn.execute(sa.text(f"""
-        INSERT INTO {ERRORS} (grain, period_start, workflow_id, environment, error_type, workflow_name, failures)
-        SELECT :grain, date_trunc('{grain}', period_start, 'UTC'), workflow_id, environment, error_type,
-               max(workflow_name), sum(failures)
-        FROM ({parts.format(table=ERRORS, cols='*')}) e GROUP BY 2, 3, 4, 5"""), params)
+    _insert_errors(conn, grain, f"date_trunc('{grain}', t, 'UTC')",
+                   parts.format(table=ERRORS, cols=f"period_start AS t, {_ERROR_COLUMNS}"), params)
 
 
 def _rebuild_coarse(conn, hours: list[datetime], covered_until: datetime) -> None:
@@ -621,8 +629,7 @@ def facts_sql(plan: WindowPlan, filters: str, table: str = "jobs") -> tuple[str,
         cols, raw = _COLUMNS, raw_facts_sql(f"({raw_range}) AND {raw_filters}")
         name = JOBS
     else:
-        cols, raw = "workflow_id, environment, error_type, workflow_name, failures", \
-            raw_errors_sql(f"({raw_range}) AND {raw_filters}")
+        cols, raw = _ERROR_COLUMNS, raw_errors_sql(f"({raw_range}) AND {raw_filters}")
         name = ERRORS
     sql = f"""
         SELECT period_start AS t, {cols} FROM {name}

@@ -202,6 +202,10 @@ def test_workflow_stats_errors_and_weekly_throughput_from_the_rollup(engine, his
     by_type = an.errors_by_workflow(engine, f)
     assert by_type["failures"].sum() == sum(j["status"] == "failed" for j in jobs)
     assert set(by_type["error_type"]) == {"TimeoutError", "ValueError", "ConnectionError"}
+    top = an.top_error_messages(engine, f, limit=5)
+    assert dict(zip(top["error_message"], top["failures"])) == Counter(j["err"] for j in jobs if j["err"])
+    latest = max(j["created"] for j in jobs if j["err"] == top["error_message"][0])
+    assert top["last_seen"][0] == latest
     weekly = an.weekly_throughput(engine, f, now)
     assert weekly.attrs["exact"] is False
     monday = (now - timedelta(days=now.weekday())).replace(hour=0, minute=0, second=0, microsecond=0)
