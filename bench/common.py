@@ -204,6 +204,13 @@ def _maintain_once(engine, wait_s: float = 600.0) -> tuple[dict, float]:
         waited += 1.0 + seconds
 
 
+def _robot_seconds(robots: dict) -> float:
+    """Seconds the robots' rollup spent in one refresh (its recent part and backfill steps)."""
+    steps = robots.get("steps")
+    extra = sum(float(x) for x in steps if isinstance(x, (int, float))) if isinstance(steps, list) else 0.0
+    return float(robots.get("seconds") or 0.0) + extra
+
+
 def maintain_rollups(url: str, *, rebuild: bool = False) -> dict:
     """Bring the rollups up to the database's now(): ``data.rollups.maintain`` until the job
     rollup reports it is caught up (``behind`` False), then a few routine passes. ``rebuild``
@@ -230,14 +237,14 @@ def maintain_rollups(url: str, *, rebuild: bool = False) -> dict:
         passes, robots_s, robots_backfill = [], 0.0, False
         while True:
             done, seconds = _maintain_once(engine)
-            passes.append(done)
             robots = done.get("robots") or {}
-            robots_s += float(robots.get("seconds") or 0.0)
+            robots_s += _robot_seconds(robots)
             robots_backfill = robots_backfill or bool(robots.get("backfilled"))
-            log.info("rollups: pass %d in %.1f s: %s", len(passes), seconds,
-                     {k: v for k, v in done["jobs"].items()})
-            passes[-1] = {**done, "seconds": seconds}
-            if done["jobs"].get("behind") is False:
+            log.info("rollups: pass %d in %.1f s: jobs %s; robots behind: %s", len(passes) + 1, seconds,
+                     done["jobs"], robots.get("behind"))
+            passes.append({**done, "seconds": seconds})
+            # Caught up: the job rollup says so, and the robots' rollup (when it reports it) too.
+            if done["jobs"].get("behind") is False and not robots.get("behind"):
                 break
         catch_up = {
             "seconds": round(sum(p["seconds"] for p in passes), 2), "passes": len(passes),
@@ -257,7 +264,7 @@ def maintain_rollups(url: str, *, rebuild: bool = False) -> dict:
             record["robots_watermark"] = conn.execute(sa.text(f"SELECT watermark FROM {robot_rollup.STATE} WHERE id = 1")).scalar()
         previous = read_meta(engine, ROLLUP_META_KEY) or {}
         first = previous.get("first_backfill")
-        if catch_up["backfill"] and catch_up["robots_backfill"]:
+        if catch_up["backfill"]:
             first = {**catch_up, "at": record["at"]}
         record["first_backfill"] = first
         write_meta(engine, record, ROLLUP_META_KEY)
