@@ -491,6 +491,19 @@ def reconcile_due(engine: Engine) -> bool:
     return row is not None and (row["reconciled_at"] is None or row["now"] - row["reconciled_at"] >= RECONCILE_EVERY)
 
 
+def status(engine: Engine) -> dict:
+    """How far the rollup reaches: ``covered_until``, ``behind`` (how far before now, as a
+    timedelta), ``reconciled_at`` and rows per grain."""
+    ensure_tables(engine)
+    row = read_row(engine, f"SELECT covered_until, reconciled_at, now() AS now FROM {STATE} WHERE id = 1")
+    grains = read_row(engine, f"""SELECT count(*) FILTER (WHERE grain = 'hour') AS hour,
+        count(*) FILTER (WHERE grain = 'day') AS day, count(*) FILTER (WHERE grain = 'week') AS week
+        FROM {JOBS}""")
+    covered = row["covered_until"]
+    return {"covered_until": covered, "behind": None if covered is None else row["now"] - covered,
+            "reconciled_at": row["reconciled_at"], "rows": dict(grains)}
+
+
 def maintain(engine: Engine) -> dict:
     """One maintenance pass: the job rollup, the robots' rollup, the hourly reconciliation."""
     done = {"jobs": refresh(engine)}

@@ -5,17 +5,19 @@
     flask --app app:server users set-role NAME admin
     flask --app app:server users disable NAME | enable NAME | list
     flask --app app:server display-tokens create "Ops room TV" | revoke ID | list
+    flask --app app:server rollups refresh | reconcile | status
 """
 from __future__ import annotations
 
 import click
 from flask.cli import AppGroup
 
-from data import users
+from data import rollups, users
 from server.state import current
 
 users_cli = AppGroup("users", help="Manage who may sign in.")
 tokens_cli = AppGroup("display-tokens", help="Manage wall-screen display tokens.")
+rollups_cli = AppGroup("rollups", help="The analytics rollups (kept up to date in the background).")
 
 
 def _run(action, *args):
@@ -93,6 +95,35 @@ def list_tokens():
     click.echo(_run(users.list_display_tokens).to_string(index=False))
 
 
+@rollups_cli.command("refresh")
+def refresh_rollups():
+    """Bring the rollups up to date now (a first backfill of a long history takes minutes)."""
+    while True:
+        done = rollups.refresh(current().engine)
+        if done.get("skipped"):
+            raise click.ClickException("Another process is refreshing the rollups; try again later.")
+        click.echo(f"{done['new_hours']} new hours, {done['dirty_hours']} changed hours; "
+                   f"covered until {rollups.status(current().engine)['covered_until']:%Y-%m-%d %H:%M %Z}")
+        if not done["behind"]:
+            return
+
+
+@rollups_cli.command("reconcile")
+def reconcile_rollups():
+    """Compare every covered hour with the job table and rebuild the hours that differ."""
+    done = rollups.reconcile(current().engine)
+    click.echo("Another process holds the rollups; try again later." if done.get("skipped")
+               else f"{done['rebuilt_hours']} hours rebuilt.")
+
+
+@rollups_cli.command("status")
+def rollup_status():
+    found = rollups.status(current().engine)
+    click.echo(f"covered until {found['covered_until']} (behind by {found['behind']}), "
+               f"reconciled at {found['reconciled_at']}, rows {found['rows']}")
+
+
 def register_admin_cli(server) -> None:
     server.cli.add_command(users_cli)
     server.cli.add_command(tokens_cli)
+    server.cli.add_command(rollups_cli)

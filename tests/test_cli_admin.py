@@ -55,3 +55,20 @@ def test_display_token_create_use_revoke(cli, app_client):
     assert runner.invoke(args=["display-tokens", "revoke", token_id]).exit_code == 0
     assert app_client.get("/_dash-layout").status_code == 401  # stops at the next refresh
     assert app_client.get(f"/?token={token}").status_code == 401
+
+
+def test_rollup_commands(cli):
+    from datetime import timedelta
+
+    from tests.helpers import insert_job, utcnow
+
+    runner, engine = cli
+    with engine.begin() as conn:
+        for days in (5, 3, 1):
+            insert_job(conn, created_at=utcnow() - timedelta(days=days, minutes=5))
+    refreshed = runner.invoke(args=["rollups", "refresh"])
+    assert refreshed.exit_code == 0, refreshed.output
+    assert re.search(r"\d+ new hours, 0 changed hours; covered until", refreshed.output)
+    status = runner.invoke(args=["rollups", "status"]).output
+    assert "covered until" in status and "'hour': 3, 'day': 3" in status  # one job in each
+    assert runner.invoke(args=["rollups", "reconcile"]).output.strip() == "0 hours rebuilt."
