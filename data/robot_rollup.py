@@ -207,12 +207,22 @@ def _compute_sql(robot_filter: bool) -> str:
     rf = "AND j.robot_id::text = ANY(CAST(:ids AS text[]))" if robot_filter else ""
     return f"""
     WITH base AS MATERIALIZED (
-        -- One pass over the rows: those finished in [:a, :b) and those that ran in it.
+        -- One pass over the rows: those finished in [:a, :b) and those that ran in it. No job
+        -- that finished in [:cmax, :w) started before :b (:cmax >= :b), so the scan of
+        -- completed_at stops at :cmax and goes on from :w (a backfill step far in the past
+        -- does not read everything that finished since).
         SELECT j.robot_id::text AS robot_id, {_ID_HASH} AS ik, {_STATE_HASH} AS sk, j.status,
                j.started_at, j.completed_at
         FROM job_queue j
-        WHERE j.completed_at >= CAST(:a AS timestamptz)
+        WHERE j.completed_at >= CAST(:a AS timestamptz) AND j.completed_at < CAST(:cmax AS timestamptz)
           AND (j.completed_at < CAST(:b AS timestamptz) OR j.started_at < CAST(:b AS timestamptz))
+          AND j.robot_id IS NOT NULL {rf}
+        UNION ALL
+        SELECT j.robot_id::text AS robot_id, {_ID_HASH} AS ik, {_STATE_HASH} AS sk, j.status,
+               j.started_at, j.completed_at
+        FROM job_queue j
+        WHERE j.completed_at >= greatest(CAST(:w AS timestamptz), CAST(:cmax AS timestamptz), CAST(:a AS timestamptz))
+          AND j.started_at < CAST(:b AS timestamptz)
           AND j.robot_id IS NOT NULL {rf}
     ),
     jobs AS (
@@ -299,11 +309,16 @@ def _compute_sql(robot_filter: bool) -> str:
     """
 
 
-def _recompute(conn: Connection, a: datetime, b: datetime, robot_ids: list[str] | None = None) -> None:
-    """Replace the rows of hours [a, b) (of every robot, or of `robot_ids`) by fresh ones."""
+def _recompute(conn: Connection, a: datetime, b: datetime, robot_ids: list[str] | None = None,
+               cmax: datetime | None = None, w: datetime | None = None) -> None:
+    """Replace the rows of hours [a, b) (of every robot, or of `robot_ids`) by fresh ones.
+
+    `cmax`, `w` (default: both `b`): no job that finished in [cmax, w) started before `b`."""
     if b <= a:
         return
-    params = {"a": a, "b": b}
+    cmax = b if cmax is None else max(cmax, b)
+    w = cmax if w is None else max(w, cmax)
+    params = {"a": a, "b": b, "cmax": cmax, "w": w}
     rf = ""
     if robot_ids is not None:
         params["ids"] = list(robot_ids)
@@ -557,7 +572,7 @@ def _refresh_recent(engine: Engine, now: datetime | None) -> dict:
                 dirty = _dirty(conn, lo, r1, old - DLQ_LOOKBACK)
                 fleet_hours = []
                 for (a, b), robots in _ranges(dirty).items():
-                    _recompute(conn, a, b, robots)
+                    _recompute(conn, a, b, robots, cmax=watermark)
                     _rebuild_days(conn, a, b, watermark, robots)
                     fleet_hours.append((a, b))
                 _recompute(conn, r1, watermark)
@@ -596,7 +611,8 @@ def _backfill_step(engine: Engine, now: datetime | None) -> dict:
             if lo <= target:
                 return {"lo": lo, "behind": False, "hours": 0, "seconds": 0.0}
             a = max(target, lo - STEP)
-            _recompute(conn, a, lo)
+            # Jobs that finished in a rollup hour H >= lo started at most max_dur(H) before it.
+            _recompute(conn, a, lo, cmax=_bound(conn, lo, lo, watermark) or lo, w=watermark)
             _rebuild_days(conn, a, lo, watermark)
             _rebuild_fleet(conn, a, lo)
             _save_state(conn, a, watermark)
