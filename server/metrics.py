@@ -52,7 +52,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.utils import floatToGoString
 
-from data import monitoring
+from data import monitoring, rollups
 from data.db import DatabaseUnavailable
 from data.queue import queue_breakdown
 from data.status import LIVE_STATUSES
@@ -116,6 +116,7 @@ class FleetCollector:
             queue = queue_breakdown(engine)
             families += _robot_families(robots) + _queue_families(queue)
             families += self._run_total_families()
+            families += _rollup_families(engine)
             up = 1.0
         except DatabaseUnavailable as exc:
             log.warning("metrics: database unavailable: %s", exc)
@@ -164,6 +165,16 @@ class FleetCollector:
                            "Jobs finished up to this time (Unix seconds) are counted in casare_workflows_total.",
                            totals["watermark"].timestamp())
         return [counter, histogram, watermark]
+
+
+def _rollup_families(engine) -> list:
+    """How far the analytics rollups reach (an alert when maintenance stops)."""
+    until = rollups.covered_until(engine)
+    if until is None:
+        return []
+    return [_gauge("fleet_monitor_rollup_covered_until_timestamp_seconds",
+                   "The analytics rollups hold every job created before this time (Unix seconds).",
+                   until.timestamp())]
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:

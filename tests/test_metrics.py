@@ -16,6 +16,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from config import PROJECT_DIR
+from data import rollups
 from data.monitoring import DURATION_BUCKETS_S
 from tests.conftest import create_test_users
 from tests.helpers import ago, insert_job, insert_robot, utcnow
@@ -232,8 +233,11 @@ def test_dashboard_and_alerts_use_only_exported_metrics(client, engine_of):
         insert_robot(c, "r1", status="busy", last_heartbeat=ago(seconds=3))
         insert_job(c, status="pending", created_at=ago(minutes=1))
         finished(c, "wf-a", "completed", 3.0, completed_ago_s=10)
+    rollups.refresh(engine_of)
     client.get("/health")
     exported = set(scrape(client))
+    covered = rollups.covered_until(engine_of).timestamp()
+    assert scrape(client)["fleet_monitor_rollup_covered_until_timestamp_seconds"] == [({}, covered)]
     used, rules = referenced_metrics()
     assert used and used <= exported, used - exported
     names = {r["alert"] for r in rules}
