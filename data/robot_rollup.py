@@ -19,8 +19,9 @@ the app's own schema:
     in the hour (any status), which bounds how far back a job that finished later started.
 
 ``fleet_monitor.robot_daily`` (robot_id, day): per robot and whole UTC day below the watermark,
-    ``busy`` summed level by level over the day's hours (robots that ran in the day only), so a
-    90-day window reads 90 rows per robot instead of 2,160.
+    ``busy`` summed level by level over the day's hours and accumulated, ``busy[c]`` = the day's
+    seconds at concurrency capped at c (c at most the array's length; robots that ran in the day
+    only), so a 90-day window reads 90 rows per robot instead of 2,160, one element each.
 
 ``fleet_monitor.robot_fleet_hourly`` (hour, environment, capacity): per UTC hour, the capped
     busy seconds (busy[1] + … + busy[c]) summed over the robots of one environment and capacity,
@@ -97,7 +98,7 @@ from data.schema import APP_SCHEMA
 
 log = logging.getLogger(__name__)
 
-VERSION = 2
+VERSION = 3
 RETENTION = timedelta(days=400)   # analytics windows reach a year back; the job history may be shorter
 RECENT = timedelta(days=8)        # what the fleet list reads (7 days and the edge hours)
 STEP = timedelta(days=1)          # hours of history one backfill transaction computes
@@ -425,7 +426,8 @@ def _rebuild_days(conn: Connection, a: datetime, b: datetime, watermark: datetim
             SELECT day, robot_id, u.k, sum(u.v) AS s
             FROM h, unnest(h.busy) WITH ORDINALITY AS u(v, k) GROUP BY 1, 2, 3
         ),
-        arr AS (SELECT day, robot_id, array_agg(s ORDER BY k) AS busy FROM lv GROUP BY 1, 2)
+        cum AS (SELECT day, robot_id, k, sum(s) OVER (PARTITION BY day, robot_id ORDER BY k) AS c FROM lv),
+        arr AS (SELECT day, robot_id, array_agg(c ORDER BY k) AS busy FROM cum GROUP BY 1, 2)
         INSERT INTO {DAILY} (day, robot_id, busy)
         SELECT p.day, p.robot_id, coalesce(arr.busy, '{{}}')
         FROM (SELECT DISTINCT day, robot_id FROM h) p LEFT JOIN arr USING (day, robot_id)
@@ -958,7 +960,7 @@ def utilization_from_rollup(engine: Engine, robot_ids: list[str] | None, environ
                 rf_caps, rfc, mf, params = _robot_filters(robot_ids, environment)
                 params.update(start=start, w1=w1, r0=r0, r1=r1, w=cov.watermark, e0=e0, e1=e1)
                 if tz is None:
-                    sql = _per_robot_sql(rf_caps, rfc, r0, r1, params)
+                    sql = _per_robot_sql(rf_caps, rfc, mf, r0, r1, params)
                 else:
                     params.update(tz=tz, h0=_floor_hour(start))
                     sql = _hour_of_week_sql(rf_caps, rfc, mf, robot_ids, environment)
@@ -968,7 +970,7 @@ def utilization_from_rollup(engine: Engine, robot_ids: list[str] | None, environ
         raise _translate(exc, engine) from exc
 
 
-def _per_robot_sql(rf_caps: str, rfc, r0: datetime, r1: datetime, params: dict) -> str:
+def _per_robot_sql(rf_caps: str, rfc, mf: str, r0: datetime, r1: datetime, params: dict) -> str:
     d0, d1 = _ceil_day(r0), _floor_day(r1)
     hour_ranges = [(r0, d0), (d1, r1)] if d0 < d1 else [(r0, r1)]
     if d0 >= d1:
@@ -983,14 +985,21 @@ def _per_robot_sql(rf_caps: str, rfc, r0: datetime, r1: datetime, params: dict) 
     return f"""
     WITH {_common_ctes(rf_caps, rfc, hourly_marks=False)},
     roll AS (
-        SELECT robot_id, busy FROM {DAILY} WHERE day >= :d0 AND day < :d1 {rfc("robot_id")}
+        SELECT robot_id, busy, true AS cumulative FROM {DAILY} WHERE day >= :d0 AND day < :d1 {rfc("robot_id")}
         UNION ALL
-        SELECT robot_id, busy FROM {HOURLY} WHERE ({hour_cond}) AND busy IS NOT NULL {rfc("robot_id")}
+        SELECT robot_id, busy, false FROM {HOURLY} WHERE ({hour_cond}) AND busy IS NOT NULL {rfc("robot_id")}
     ),
     robots_all AS (
         SELECT robot_id, capacity FROM caps
         UNION ALL
-        SELECT robot_id, 1 FROM (SELECT robot_id FROM raw_jobs UNION SELECT robot_id FROM roll) ran
+        SELECT robot_id, 1 FROM (
+            SELECT robot_id FROM raw_jobs
+            UNION
+            SELECT m.robot_id FROM {MEMBERS} m
+            WHERE {mf} AND m.robot_id NOT IN (SELECT robot_id FROM caps)
+              AND EXISTS (SELECT 1 FROM {HOURLY} h WHERE h.robot_id = m.robot_id AND h.hour >= CAST(:r0 AS timestamptz)
+                          AND h.hour < CAST(:r1 AS timestamptz) AND h.busy IS NOT NULL)
+        ) ran
         WHERE robot_id NOT IN (SELECT robot_id FROM caps)
     ),
     busy AS (
@@ -999,7 +1008,10 @@ def _per_robot_sql(rf_caps: str, rfc, r0: datetime, r1: datetime, params: dict) 
         WHERE s.n > 0 AND s.t_next IS NOT NULL
         GROUP BY s.robot_id
         UNION ALL
-        SELECT r.robot_id, sum({capped_sql("r.busy", "ra.capacity")}) FROM roll r JOIN robots_all ra USING (robot_id)
+        SELECT r.robot_id, sum(CASE WHEN r.cumulative
+                                    THEN coalesce(r.busy[least(ra.capacity, cardinality(r.busy))], 0)
+                                    ELSE {capped_sql("r.busy", "ra.capacity")} END)
+        FROM roll r JOIN robots_all ra USING (robot_id)
         GROUP BY r.robot_id
     ),
     total AS (SELECT robot_id, sum(b) AS busy_seconds FROM busy GROUP BY robot_id)

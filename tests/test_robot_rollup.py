@@ -464,14 +464,16 @@ def test_rollup_day_and_fleet_rows_add_up_the_hours(engine, history):
     # b's day 9 days back: three overlapping jobs (levels 1..3) and the cancelled one.
     m = history["day"] - timedelta(days=8)
     b = daily[(daily.robot_id == "b") & (pd.to_datetime(daily.day, utc=True) == pd.Timestamp(m))].busy.iloc[0]
-    assert b == pytest.approx([175 * 60 + 30 * 60, 100 * 60, 40 * 60])
-    # Every day row is the level sum of its hours; only whole days below the watermark have one.
+    levels = [175 * 60 + 30 * 60, 100 * 60, 40 * 60]
+    assert b == pytest.approx([levels[0], levels[0] + levels[1], sum(levels)])  # accumulated
+    # Every day row is the accumulated level sum of its hours; only whole days below the
+    # watermark have one.
     hourly["day"] = pd.to_datetime(hourly.hour, utc=True).dt.floor("D")
     for row in daily.itertuples():
         hours = hourly[(hourly.robot_id == row.robot_id) & (hourly.day == pd.Timestamp(row.day))].busy
         width = max((len(x) for x in hours), default=0)
         sums = [sum(x[k] for x in hours if len(x) > k) for k in range(width)]
-        assert list(row.busy) == pytest.approx(sums)
+        assert list(row.busy) == pytest.approx([sum(sums[:k + 1]) for k in range(width)])
         assert pd.Timestamp(row.day) + pd.Timedelta(days=1) <= pd.Timestamp(cov.watermark)
     # Fleet rows: capped by each robot's capacity, grouped by environment.
     caps = {r: c for r, (c, _) in history["robots"].items()}
