@@ -8,6 +8,8 @@ Environment (all optional):
     FLEET_THREADS          threads per worker (default 4; Dash callbacks mostly wait on PostgreSQL)
     FLEET_WORKER_TIMEOUT   seconds a silent worker may take before it is restarted (default 60)
     FLEET_GRACEFUL_TIMEOUT seconds running requests get to finish on shutdown (default 30)
+    FLEET_KEEPALIVE        seconds an idle connection is kept open (default 10: longer than the live
+                           pages' 5 s refresh, so a screen keeps its connection between refreshes)
     FLEET_MAX_REQUESTS     restart a worker after this many requests (default 0: never)
     FLEET_LOG_LEVEL        debug, info (default), warning, error
     FLEET_CONTROL_SOCKET   path of gunicorn's control socket (gunicornc); default: none
@@ -46,7 +48,22 @@ worker_class = "gthread"
 threads = _int("FLEET_THREADS", 4)
 timeout = _int("FLEET_WORKER_TIMEOUT", 60)
 graceful_timeout = _int("FLEET_GRACEFUL_TIMEOUT", 30)
-keepalive = 5
+# gunicorn 24+ (gthread) lets a pool thread wait up to 5 s for the first bytes of a new
+# connection before handing it to the poller (gunicorn issue #3634): a few screens, or browser
+# pre-connections, that open a connection and send a moment later hold all of a worker's threads
+# while the requests of every other screen wait (seconds, in the load test). Hand such a connection
+# to the poller after 50 ms instead; it is served as soon as its request arrives.
+try:
+    from gunicorn.workers import gthread as _gthread
+
+    if hasattr(_gthread, "DEFAULT_WORKER_DATA_TIMEOUT"):
+        _gthread.DEFAULT_WORKER_DATA_TIMEOUT = 0.05
+except ImportError:  # pragma: no cover - gthread is part of gunicorn
+    pass
+
+# Longer than the live pages' refresh interval: with a shorter one the server closes a screen's
+# idle connection just as its next refresh is sent, and the screen reconnects every time.
+keepalive = _int("FLEET_KEEPALIVE", 10)
 max_requests = _int("FLEET_MAX_REQUESTS", 0)
 max_requests_jitter = max_requests // 10
 preload_app = False

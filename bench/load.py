@@ -295,8 +295,8 @@ def measure(args) -> dict:
                 # Failed requests: timeouts, connections refused or broken while sending, non-2xx
                 # answers (wrk's count and the server's access log) and errors the app logged. wrk's
                 # socket *read* errors are counted apart: with viewers idle longer than gunicorn's
-                # keep-alive (5 s) the server closes the idle connection and wrk reports that as a
-                # read error, then reconnects; the access log shows whether a request went unanswered.
+                # keep-alive the server closes the idle connection and wrk reports that as a read
+                # error, then reconnects; the access log shows whether a request went unanswered.
                 errors = e["timeout"] + e["connect"] + e["write"] + max(e["status"], served["non_2xx"]) \
                     + served["app_errors"]
                 lat = result["latency_us"]
@@ -357,7 +357,7 @@ def render(result: dict, command: str) -> str:
              "/metrics, and transactions in the benchmark database from pg_stat_database (these also count "
              "the connection pool's pre-ping). *failed*: timeouts (10 s), connect/write errors, non-2xx answers, "
              "errors in the app's log; *idle closes*: wrk's socket read errors, which here are idle keep-alive "
-             "connections closed by gunicorn (keepalive 5 s) between a viewer's refreshes (the access log "
+             "connections closed by gunicorn (its keep-alive time, gunicorn.conf.py) between a viewer's refreshes (the access log "
              "shows the requests answered).", "",
              "| mode | connections | answered | answered/s | failed | idle closes | p50 ms | p95 ms | p99 ms | "
              "max ms | response KB | app statements/s | per request | DB transactions/s |",
