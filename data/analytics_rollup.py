@@ -22,8 +22,9 @@ from data.rollups import WindowPlan, bin_value_sql, percentiles_from_bins
 _BUCKET = "date_trunc(:bucket, x.t, :tz)"
 
 
-def _filters(f: an.AnalyticsFilters) -> tuple[str, dict]:
-    clauses, params = ["TRUE"], {}
+def _where(f: an.AnalyticsFilters) -> tuple[str, dict]:
+    """The page's filters as SQL, columns prefixed with ``{a}`` (the raw rows' alias)."""
+    clauses, params = ["TRUE"], {"tz": f.tz, "bucket": f.bucket, "dur_statuses": list(f.statuses)}
     if f.environment:
         clauses.append("{a}environment = :environment")
         params["environment"] = f.environment
@@ -33,9 +34,12 @@ def _filters(f: an.AnalyticsFilters) -> tuple[str, dict]:
     return " AND ".join(clauses), params
 
 
-def _params(f: an.AnalyticsFilters, plan: WindowPlan, extra: dict) -> dict:
-    return {"tz": f.tz, "bucket": f.bucket, "dur_statuses": list(f.statuses), **extra,
-            **rollups._plan_params(plan)}
+def _facts(f: an.AnalyticsFilters, plan: WindowPlan, table: str = "jobs") -> tuple[str, dict]:
+    """The planned window's fact rows under the page's filters, and every parameter the
+    queries below use."""
+    where, params = _where(f)
+    facts, plan_params = rollups.facts_sql(plan, where, table)
+    return facts, {**params, **plan_params}
 
 
 def _group_cols(by: tuple[str, ...]) -> list[str]:
@@ -44,8 +48,7 @@ def _group_cols(by: tuple[str, ...]) -> list[str]:
 
 def counts(engine: Engine, f: an.AnalyticsFilters, plan: WindowPlan, by: tuple[str, ...]) -> pd.DataFrame:
     """Per ``by`` (``bucket``, ``workflow_id``) and status: jobs, timed, sums."""
-    filters, fparams = _filters(f)
-    facts, _ = rollups.facts_sql(plan, filters)
+    facts, params = _facts(f, plan)
     cols = _group_cols(by)
     group = ", ".join(str(i + 1) for i in range(len(cols) + 1))
     sql = f"""
@@ -54,22 +57,21 @@ def counts(engine: Engine, f: an.AnalyticsFilters, plan: WindowPlan, by: tuple[s
            sum(x.wait_sum_ms)::float8 AS wait_sum_ms, sum(x.healing_attempts)::float8 AS healing_attempts,
            sum(x.healing_successes)::float8 AS healing_successes, sum(x.queued)::bigint AS queued
     FROM ({facts}) x GROUP BY {group}"""
-    return an.read_frame(engine, sql, _params(f, plan, fparams), hash_grouping=True)
+    return an.read_frame(engine, sql, params, hash_grouping=True)
 
 
 def histograms(engine: Engine, f: an.AnalyticsFilters, plan: WindowPlan, by: tuple[str, ...],
                metric: str = "dur", with_status: bool = False) -> pd.DataFrame:
     """Merged histogram of ``metric`` (dur or wait) of the ``f.statuses`` jobs, long form:
     ``by`` columns (+ ``status``), ``bin``, ``n``."""
-    filters, fparams = _filters(f)
-    facts, _ = rollups.facts_sql(plan, filters)
+    facts, params = _facts(f, plan)
     cols = _group_cols(by) + (["x.status"] if with_status else [])
     group = ", ".join(str(i + 1) for i in range(len(cols) + 1))
     sql = f"""
     SELECT {''.join(c + ', ' for c in cols)}u.b AS bin, sum(u.n)::bigint AS n
     FROM ({facts}) x, unnest(x.{metric}_bin, x.{metric}_n) AS u(b, n)
     WHERE x.status = ANY(:dur_statuses) GROUP BY {group}"""
-    return an.read_frame(engine, sql, _params(f, plan, fparams), hash_grouping=True)
+    return an.read_frame(engine, sql, params, hash_grouping=True)
 
 
 def percentiles(engine: Engine, f: an.AnalyticsFilters, plan: WindowPlan, by: tuple[str, ...], ps,
@@ -79,8 +81,7 @@ def percentiles(engine: Engine, f: an.AnalyticsFilters, plan: WindowPlan, by: tu
     row over all groups (its ``by`` columns None). Computed in SQL the way
     rollups.percentiles_from_bins does: the order statistics around position (n - 1) × p, each
     at the middle of its bin, interpolated."""
-    filters, fparams = _filters(f)
-    facts, _ = rollups.facts_sql(plan, filters)
+    facts, params = _facts(f, plan)
     cols = _group_cols(by) or ["0 AS fleet"]
     keys = ", ".join(by) or "fleet"
     exprs = [c.split(" AS ")[0] for c in cols]
@@ -103,7 +104,7 @@ def percentiles(engine: Engine, f: an.AnalyticsFilters, plan: WindowPlan, by: tu
     )
     SELECT {keys}, max(total) AS timed, array_agg({lo} + (pos - floor(pos)) * ({hi} - {lo}) ORDER BY i) AS v
     FROM q GROUP BY {keys}"""
-    frame = an.read_frame(engine, sql, {**_params(f, plan, fparams), "ps": [float(p) for p in ps]},
+    frame = an.read_frame(engine, sql, {**params, "ps": [float(p) for p in ps]},
                           hash_grouping=True)
     values = pd.DataFrame(frame["v"].tolist(), columns=names, index=frame.index, dtype="float64")
     frame = pd.concat([frame.drop(columns=["v"]), values], axis=1)
@@ -112,15 +113,14 @@ def percentiles(engine: Engine, f: an.AnalyticsFilters, plan: WindowPlan, by: tu
 
 def error_counts(engine: Engine, f: an.AnalyticsFilters, plan: WindowPlan, by: tuple[str, ...]) -> pd.DataFrame:
     """Failures per ``by`` and error type."""
-    filters, fparams = _filters(f)
-    facts, _ = rollups.facts_sql(plan, filters, table="errors")
+    facts, params = _facts(f, plan, "errors")
     cols = _group_cols(by)
     group = ", ".join(str(i + 1) for i in range(len(cols) + 1))
     sql = f"""
     SELECT {''.join(c + ', ' for c in cols)}x.error_type, max(x.workflow_name) AS workflow_name,
            sum(x.failures)::bigint AS failures
     FROM ({facts}) x GROUP BY {group}"""
-    return an.read_frame(engine, sql, _params(f, plan, fparams), hash_grouping=True)
+    return an.read_frame(engine, sql, params, hash_grouping=True)
 
 
 def _by_status(frame: pd.DataFrame, keys: list[str], statuses) -> pd.DataFrame:
@@ -226,7 +226,7 @@ def queue_depth_series(engine: Engine, f: an.AnalyticsFilters, plan: WindowPlan)
     until = rollups.covered_until(engine)
     if first is None or pd.isna(first) or first >= f.end:
         return frame.assign(at=[max(b, f.start) for b in frame["bucket"]], queue_depth=0)
-    first = rollups._floor_hour(first.to_pydatetime())
+    first = rollups.floor_hour(first.to_pydatetime())
     before = f.start > first and rollups.plan_window(first, f.start, until)
     waiting = 0
     if before:
@@ -234,20 +234,20 @@ def queue_depth_series(engine: Engine, f: an.AnalyticsFilters, plan: WindowPlan)
         waiting = int(counted["queued"].sum())
     arrivals = counts(engine, f, plan, ("bucket",)).groupby("bucket")["queued"].sum()
     # Departures by the hour, over every job created before the window end.
-    h0 = int(rollups._floor_hour(f.start).timestamp() // 3600)
-    filters, fparams = _filters(f)
-    facts, _ = rollups.facts_sql(rollups.plan_window(first, f.end, until), filters)
+    h0 = int(rollups.floor_hour(f.start).timestamp() // 3600)
+    facts, params = _facts(f, rollups.plan_window(first, f.end, until))
     left = an.read_frame(engine, f"""
         SELECT greatest(u.b, :h0 - 1) AS hour, sum(u.n)::bigint AS n
         FROM ({facts}) x, unnest(x.left_bin, x.left_n) AS u(b, n) GROUP BY 1""",
-        {**_params(f, rollups.plan_window(first, f.end, until), fparams), "h0": h0}, hash_grouping=True)
-    hour_start = rollups._floor_hour(f.start)
+        {**params, "h0": h0}, hash_grouping=True)
+    hour_start = rollups.floor_hour(f.start)
+    where, where_params = _where(f)
     early = an.read_frame(engine, f"""
         SELECT count(*) AS n FROM job_queue j
-        WHERE j.status <> 'pending' AND {filters.format(a='j.')}
+        WHERE j.status <> 'pending' AND {where.format(a='j.')}
           AND ((j.started_at >= :h AND j.started_at < :start)
                OR (j.started_at IS NULL AND j.completed_at >= :h AND j.completed_at < :start))""",
-        {**fparams, "h": hour_start, "start": f.start})["n"].iloc[0]
+        {**where_params, "h": hour_start, "start": f.start})["n"].iloc[0]
     left_by_hour = left.set_index("hour")["n"].sort_index()
     gone_before = left_by_hour[left_by_hour.index < h0].sum() + int(early)
     depths, arrived = [], waiting
@@ -358,8 +358,7 @@ def errors_by_workflow(engine: Engine, f: an.AnalyticsFilters, plan: WindowPlan)
 
 
 def top_error_messages(engine: Engine, f: an.AnalyticsFilters, plan: WindowPlan, limit: int = 10) -> pd.DataFrame:
-    filters, fparams = _filters(f)
-    facts, _ = rollups.facts_sql(plan, filters, table="errors")
+    facts, params = _facts(f, plan, "errors")
     sql = f"""
     SELECT x.message AS error_message, x.error_type, sum(x.failures)::bigint AS failures,
            count(DISTINCT x.workflow_id) AS workflows,
@@ -368,7 +367,7 @@ def top_error_messages(engine: Engine, f: an.AnalyticsFilters, plan: WindowPlan,
     FROM ({facts}) x WHERE x.message <> ''
     GROUP BY 1, 2 ORDER BY failures DESC, last_seen DESC
     LIMIT :limit"""
-    return an.read_frame(engine, sql, {**_params(f, plan, fparams), "limit": limit})
+    return an.read_frame(engine, sql, {**params, "limit": limit})
 
 
 def weekly_throughput(engine: Engine, f: an.AnalyticsFilters, now: datetime) -> pd.DataFrame | None:

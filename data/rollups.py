@@ -359,12 +359,12 @@ def _week_of(t: datetime) -> datetime:
     return d - timedelta(days=d.weekday())
 
 
-def _floor_hour(t: datetime) -> datetime:
+def floor_hour(t: datetime) -> datetime:
     return t.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
 
 
 def _ceil_hour(t: datetime) -> datetime:
-    f = _floor_hour(t)
+    f = floor_hour(t)
     return f if f == t else f + HOUR
 
 
@@ -414,7 +414,7 @@ def _start_over(conn, now: datetime) -> dict:
     for table in (JOBS, ERRORS):
         conn.execute(sa.text(f"TRUNCATE {table}"))
     first = conn.execute(sa.text("SELECT min(created_at) FROM job_queue")).scalar()
-    covered = _floor_hour(first if first is not None else now - LAG)
+    covered = floor_hour(first if first is not None else now - LAG)
     state = {"covered_until": covered, "completed_mark": now - LAG, "reconciled_at": None}
     _save(conn, state)
     return state
@@ -434,7 +434,7 @@ def _advance(conn, state: dict, now: datetime) -> dict:
           AND created_at < :covered"""),
         {"mark": mark, "hi": hi, "covered": covered})]
     _rebuild_hours(conn, dirty)
-    target = min(_floor_hour(hi), covered + MAX_STEP)
+    target = min(floor_hour(hi), covered + MAX_STEP)
     new_hours = []
     if target > covered:
         _rebuild_range(conn, covered, target)
@@ -443,7 +443,7 @@ def _advance(conn, state: dict, now: datetime) -> dict:
     _rebuild_coarse(conn, dirty + new_hours, state["covered_until"])
     _save(conn, state)
     return {"dirty_hours": len(dirty), "new_hours": int(max(target - covered, timedelta(0)) / HOUR),
-            "behind": _floor_hour(hi) > state["covered_until"]}
+            "behind": floor_hour(hi) > state["covered_until"]}
 
 
 def refresh(engine: Engine, budget_s: float = REFRESH_BUDGET_S) -> dict:
@@ -573,14 +573,14 @@ def plan_window(start: datetime, end: datetime, covered_until: datetime, tz: str
                 bucket: str | None = None) -> WindowPlan:
     """Split [start, end) into rollup rows and raw ranges so that each job is read once and,
     when ``bucket`` is given, every rollup row lies inside one bucket of that size in ``tz``."""
-    hs, he = _ceil_hour(start), min(_floor_hour(end), covered_until)
+    hs, he = _ceil_hour(start), min(floor_hour(end), covered_until)
     if he <= hs:
         return WindowPlan(raw=((start, end),))
     raw = tuple(r for r in ((start, hs), (he, end)) if r[0] < r[1])
     rows: dict[str, list[datetime]] = {"week": [], "day": [], "hour": []}
     t = hs
     while t < he:
-        for grain, of in (("week", _week_of), ("day", _day_of), ("hour", _floor_hour)):
+        for grain, of in (("week", _week_of), ("day", _day_of), ("hour", floor_hour)):
             stop = t + GRAINS[grain]
             if t == of(t) and stop <= he and (
                     grain == "hour" or bucket is None
