@@ -218,3 +218,85 @@ def test_a_seq_scan_is_reported(plan_db):
         conn.execute(sa.text("SELECT count(*) FROM job_queue WHERE retry_count + 0 = :n"), {"n": 2}).scalar()
     seq, _ = plan_findings(engine, sent)
     assert len(seq) == 1 and "Seq Scan on job_queue" in seq[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# The bounded text search, and the reads from the rollups
+# ---------------------------------------------------------------------------------------------
+ROLLUP_TABLES = {"job_rollup", "error_rollup", "robot_hourly"}
+
+
+def _explain_no_seqscan(engine, statement: str, parameters) -> dict:
+    """The plan with sequential scans priced out: a Seq Scan left in it means no index can serve
+    the query (on a small table the planner rightly prefers a Seq Scan otherwise)."""
+    with engine.connect() as conn, conn.begin():
+        conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
+        raw = conn.exec_driver_sql("EXPLAIN (FORMAT JSON) " + statement, parameters).scalar()
+    return (json.loads(raw) if isinstance(raw, str) else raw)[0]["Plan"]
+
+
+def _seq_scans(engine, sent, tables) -> tuple[list[str], set[str]]:
+    """Seq Scans on `tables` that no index can avoid, and which of `tables` were read through an
+    index."""
+    seq, indexed = [], set()
+    for statement, parameters in sent:
+        head = statement.lstrip().split(None, 1)[0].upper()
+        if head not in ("SELECT", "WITH", "("):
+            continue
+        for node in _nodes(_explain_no_seqscan(engine, statement, parameters)):
+            table = node.get("Relation Name")
+            if table in tables and node["Node Type"] == "Seq Scan":
+                seq.append(f"Seq Scan on {table} in: {' '.join(statement.split())[:300]}")
+            if table in tables and node["Node Type"] in INDEX_NODES:
+                indexed.add(table)
+    return seq, indexed
+
+
+@pytest.mark.parametrize("cap", [None, 1_000], ids=["every message", "newest 1,000"])
+@pytest.mark.parametrize("function", ["list_jobs", "count_jobs", "job_summary"])
+def test_text_search_reads_through_an_index(plan_db, function, cap):
+    """Without pg_trgm (the embedded server) a search reads the newest jobs with a message through
+    the partial index, with or without the bound on how many it reads."""
+    from data import jobs
+
+    engine = plan_db["engine"]
+    kwargs = {} if cap is None else {"search_cap": cap}
+    with recorded(engine) as sent:
+        answer = getattr(jobs, function)(engine, _filters({"q": "no such error text"}), "UTC", **kwargs)
+    search = answer["search"]
+    assert search["method"] in ("newest jobs", "trigram index")
+    if cap is not None and search["method"] == "newest jobs":
+        assert search["complete"] is False and search["since"] is not None
+    seq, indexed = plan_findings(engine, sent)
+    assert seq == [], "\n".join(seq)
+    assert "job_queue" in indexed
+
+
+def test_rollup_reads_use_their_indexes(plan_db):
+    """Long analytics windows and the robots' list, once the rollups are up to date: the rollup
+    tables can be read by their keys (the test's tables are small, so the planner may still pick
+    a Seq Scan for them: checked with sequential scans priced out), and job_queue (the raw
+    edges) is read through an index as the planner chooses."""
+    from data import analytics as an
+    from data import robots as rb
+    from data import rollups
+
+    engine = plan_db["engine"]
+    done = rollups.maintain(engine)
+    assert done["jobs"].get("behind") is False, done
+    with engine.connect() as conn:
+        conn.execution_options(isolation_level="AUTOCOMMIT").execute(
+            sa.text("ANALYZE fleet_monitor.job_rollup, fleet_monitor.error_rollup, fleet_monitor.robot_hourly"))
+    f, problems = an.parse_filters({"range": "30d"}, default_tz="Europe/Berlin")
+    assert problems == []
+    with recorded(engine) as sent:
+        assert an.duration_percentiles(engine, f)["exact"] is False
+        assert an.time_series(engine, f).attrs.get("exact") is False
+        an.workflow_stats(engine, f)
+        an.errors_by_workflow(engine, f)
+        rb.robot_work_stats(engine, "Europe/Berlin")
+    seq, indexed = plan_findings(engine, sent)
+    assert seq == [], "\n".join(seq)
+    seq, indexed = _seq_scans(engine, sent, ROLLUP_TABLES)
+    assert seq == [], "\n".join(seq)
+    assert {"job_rollup", "robot_hourly"} <= indexed, indexed
