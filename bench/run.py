@@ -804,8 +804,10 @@ def reuse_baselines(groups: list[Group], prev: dict, ctx: Context) -> dict:
         old[gname] = g
         for c in g.get("cases", []):
             old[(gname, _old_labels(c["label"], ctx))] = c
+    # The naive worker's peak in the run(s) that measured the reused timings.
+    rss = [x for x in (prev.get("naive_rss_mb"), (prev.get("reuse") or {}).get("naive_rss_mb")) if x]
     done = {"raw": 0, "naive": 0, "pages": 0, "new": [], "measured_at": measured_at,
-            "naive_rss_mb": prev.get("naive_rss_mb")}
+            "naive_rss_mb": max(rss) if rss else None, "when": {}}
     for group in groups:
         for case in group.cases:
             c = old.get((group.name, case.label))
@@ -824,6 +826,9 @@ def reuse_baselines(groups: list[Group], prev: dict, ctx: Context) -> dict:
                 case.naive_reused = c.get("naive_measured_at") or measured_at
                 done["naive"] += 1
         g = old.get(group.name)
+        for case in group.cases:
+            for when in {case.raw_reused, case.naive_reused} - {None}:
+                done["when"][_when(when)] = done["when"].get(_when(when), 0) + 1
         if g is not None and group.total and group.naive_page and (g.get("naive_page_ms") is not None):
             members = sorted(c.label for c in group.cases if c.naive is not None and c.in_total)
             before = g.get("naive_page_members")
@@ -1315,15 +1320,21 @@ def baseline_lines(results: list[dict]) -> list[str]:
                          f"(not reused: {reuse['not_reused']}).")
             continue
         new = reuse.get("new") or []
+        when = reuse.get("when") or {_when(reuse.get("measured_at")): reuse["naive"] + reuse["raw"]}
         lines.append(f"- {r['label']}: {reuse['naive']} naive, {reuse['raw']} plain-SQL and {reuse['pages']} naive "
-                     f"page timings reused from the run of {_when(reuse.get('measured_at'))} UTC on the same "
-                     f"database build (built {_when(r['meta'].get('built_at'))} UTC); measured in this run: "
-                     + (", ".join(new) if new else "none") + ".")
+                     f"page timings reused from {path_name(r['label'])} (same database build, built "
+                     f"{_when(r['meta'].get('built_at'))} UTC), measured on "
+                     + ", ".join(f"{k} UTC ({n} rows)" for k, n in sorted(when.items()))
+                     + "; measured in this run: " + (", ".join(new) if new else "none") + ".")
     if lines:
         lines = ["*Baselines* (`--reuse-baselines`: naive and plain-SQL timings do not depend on the app's code, "
                  "so they are taken from an earlier run of the same database build when the row's label matches):",
                  ""] + lines + [""]
     return lines
+
+
+def path_name(label: str) -> str:
+    return f"results-{label}.json"
 
 
 def accuracy_lines(results: list[dict]) -> list[str]:

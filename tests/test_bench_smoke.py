@@ -113,4 +113,4 @@ def test_harness_end_to_end_on_a_tiny_database(engine, db_url, tmp_path):
     cases = [c for g in again["groups"] for c in g["cases"]]
     assert cases and all(c["naive_times"] == first[c["label"]]["naive_times"] for c in cases)
     assert all(c["naive_measured_at"] == results["measured_at"] for c in cases)
-    assert "timings reused from the run of" in out.read_text()
+    assert "page timings reused from results-tiny.json" in out.read_text()
