@@ -5,8 +5,9 @@ jobs each robot slot ("lane") receives in each hour. PostgreSQL does the rest wi
 INSERT ... SELECT, a week of history at a time over all lanes (a few statements in parallel,
 one per core), so the table fills in created_at order like a real orchestrator's. Within a lane
 each job waits for the one before (a single-server queue, two window functions, carried from
-week to week), so a robot never runs more jobs than it has slots, queue waits grow at peaks, and
-jobs near "now" come out naturally as pending or running.
+week to week), so a robot never runs more jobs than it has slots, a job waits while its lane is
+busy (the slowest waits come from long jobs ahead of it, day or night), and jobs near "now" come
+out naturally as pending or running.
 """
 from __future__ import annotations
 
