@@ -572,13 +572,14 @@ def test_paging_uses_the_index_not_offset(engine):
         plan = "\n".join(r[0] for r in c.execute(sa.text("EXPLAIN " + sql), p))
     assert "fm_job_created" in plan and "OFFSET" not in sql.upper()
 
-    # The error-type filter reads its expression index in created order.
+    # The error-type filter reads an index in created order: its expression index, or (on a
+    # table this small the planner may prefer it) the one of jobs with an error message.
     where, params = jobs.filter_sql(jobs.JobFilters(error_type="TimeoutError"), "UTC")
     sql, p = jobs._phase_query(phase, where, params, None, True, 6)
     with engine.connect() as c:
         c.execute(sa.text("SET enable_seqscan = off"))
         plan = "\n".join(r[0] for r in c.execute(sa.text("EXPLAIN " + sql), p))
-    assert "fm_job_error_type" in plan and "Sort" not in plan
+    assert ("fm_job_error_type" in plan or "fm_job_error_created" in plan) and "Sort" not in plan
 
 
 # ---------------------------------------------------------------------------------------------
