@@ -22,6 +22,7 @@ from dash.development.base_component import Component
 
 from components import format as fmt
 from components.shell import refresh_control
+from components.theme import viewer_theme
 from components.overview import grid_legend, job_feed, kpi_tiles, queue_figure, robot_grid_data, throughput_figure
 from data import fleet
 from data.db import DatabaseUnavailable
@@ -95,10 +96,11 @@ def light_snapshot(engine, tz: str, offline_after_s: int) -> dict:
     }
 
 
-def heavy_snapshot(engine, tz: str, version: str) -> dict:
-    """Queue and throughput charts (as plain figure dicts) and the live feed for one change token."""
-    queue = queue_figure(fleet.queue_depth_series(engine, version=version), tz)
-    throughput = throughput_figure(fleet.throughput_series(engine, version=version), tz)
+def heavy_snapshot(engine, tz: str, version: str, theme: str) -> dict:
+    """Queue and throughput charts (as plain figure dicts, in the theme's template) and the live
+    feed for one change token."""
+    queue = queue_figure(fleet.queue_depth_series(engine, version=version), tz, theme)
+    throughput = throughput_figure(fleet.throughput_series(engine, version=version), tz, theme)
     return {
         "queue": json.loads(queue.to_json()),
         "throughput": json.loads(throughput.to_json()),
@@ -124,6 +126,7 @@ def heavy_snapshot(engine, tz: str, version: str) -> dict:
 )
 def refresh(_n, tz_name, state):
     tz = safe_tz(tz_name)
+    theme = viewer_theme()
     state = state or {}
     app = current()
     engine, offline_after = app.engine, app.settings.offline_after_seconds
@@ -135,13 +138,14 @@ def refresh(_n, tz_name, state):
         heavy_due = (
             token != state.get("token")
             or tz != state.get("tz")
+            or theme != state.get("theme")
             or time.time() - state.get("heavy_at", 0) > HEAVY_REFRESH_SECONDS
         )
         if heavy_due:
-            heavy = live_snapshot("overview-heavy", (database, tz, token),
-                                  lambda: heavy_snapshot(engine, tz, token), HEAVY_SNAPSHOT_SECONDS)
+            heavy = live_snapshot("overview-heavy", (database, tz, token, theme),
+                                  lambda: heavy_snapshot(engine, tz, token, theme), HEAVY_SNAPSHOT_SECONDS)
             queue, throughput, feed = heavy["queue"], heavy["throughput"], heavy["feed"]
-            new_state = {"token": token, "tz": tz, "heavy_at": time.time()}
+            new_state = {"token": token, "tz": tz, "theme": theme, "heavy_at": time.time()}
         else:
             queue = throughput = feed = no_update
             new_state = {k: v for k, v in state.items() if k != "failing_since"}

@@ -117,3 +117,18 @@ def test_refresh_sends_the_grid_only_when_a_robot_changed(app_client):
         time.sleep(0.2)
     statuses = {r[0]: r[2] for g in changed[1]["groups"] for r in g["robots"]}
     assert statuses == {"robot-a": "offline", "robot-b": "busy"}
+
+
+def test_each_theme_gets_its_own_charts(app_client):
+    from components.theme import TEMPLATES
+    from pages import overview
+
+    app = app_client.application
+    refresh = getattr(overview.refresh, "__wrapped__", overview.refresh)
+    backgrounds = {}
+    for theme in ("light", "dark"):
+        with app.test_request_context("/", headers={"Cookie": f"fleet_theme={theme}"}):
+            queue = refresh(1, "UTC", {})[2]
+        backgrounds[theme] = queue["layout"]["template"]["layout"]["paper_bgcolor"]
+    assert backgrounds == {t: TEMPLATES[t].layout.paper_bgcolor for t in ("light", "dark")}
+    assert backgrounds["light"] != backgrounds["dark"]
