@@ -79,19 +79,21 @@ def fleet_kpis(engine: Engine, tz: str, offline_after_s: int) -> dict:
                min(created_at) FILTER (WHERE status = 'pending') AS oldest_pending
         FROM job_queue WHERE status IN ('pending', 'running')
     ),
-    finished_today AS (
-        SELECT count(*) FILTER (WHERE status = 'completed') AS completed_today,
-               count(*) FILTER (WHERE status = 'failed') AS failed_today
-        FROM job_queue
-        WHERE completed_at >= {TODAY_START} AND status IN ('completed', 'failed')
-    ),
-    last_day AS (
-        SELECT count(*) FILTER (WHERE status = 'completed') AS completed_24h,
-               count(*) FILTER (WHERE status = 'failed') AS failed_24h,
+    -- One pass for today and the last 24 hours (today always started less than 24 hours ago,
+    -- except on the 25-hour day of a daylight-saving change: hence the least()).
+    finished AS (
+        SELECT count(*) FILTER (WHERE status = 'completed' AND completed_at >= {TODAY_START}) AS completed_today,
+               count(*) FILTER (WHERE status = 'failed' AND completed_at >= {TODAY_START}) AS failed_today,
+               count(*) FILTER (WHERE status = 'completed' AND completed_at >= now() - interval '24 hours')
+                   AS completed_24h,
+               count(*) FILTER (WHERE status = 'failed' AND completed_at >= now() - interval '24 hours')
+                   AS failed_24h,
                avg(extract(epoch FROM completed_at - started_at))
-                   FILTER (WHERE started_at IS NOT NULL) AS avg_duration_s
+                   FILTER (WHERE started_at IS NOT NULL AND completed_at >= now() - interval '24 hours')
+                   AS avg_duration_s
         FROM job_queue
-        WHERE completed_at >= now() - interval '24 hours' AND status IN ('completed', 'failed')
+        WHERE completed_at >= least({TODAY_START}, now() - interval '24 hours')
+          AND status IN ('completed', 'failed')
     )
     SELECT rc.*, a.queue_depth, a.running_jobs,
            extract(epoch FROM now() - a.oldest_pending)::float8 AS oldest_pending_age_s,
@@ -102,7 +104,7 @@ def fleet_kpis(engine: Engine, tz: str, offline_after_s: int) -> dict:
            (SELECT max(started_at) FROM job_queue WHERE started_at IS NOT NULL) AS last_started,
            (SELECT max(completed_at) FROM job_queue WHERE completed_at IS NOT NULL) AS last_completed,
            now() AS as_of
-    FROM robot_counts rc, active a, finished_today ft, last_day ld
+    FROM robot_counts rc, active a, finished ft, finished ld
     """
     row = read_row(engine, sql, {"tz": tz, "offline_after": offline_after_s})
     finished = row["completed_24h"] + row["failed_24h"]

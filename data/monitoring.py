@@ -13,7 +13,7 @@ jobs (dead-letter moves, retention). It advances by ``completed_at``:
 
 - a *watermark* says up to which ``completed_at`` jobs are counted; each advance counts the
   finished jobs with ``watermark < completed_at <= now() - lag`` (an index range on
-  ``fm_job_completed_at``) and moves the watermark, in one transaction. ``lag``
+  ``fm_job_finished``) and moves the watermark, in one transaction. ``lag``
   (RUN_TOTALS_LAG_SECONDS) leaves time for the orchestrator's transaction that set
   ``completed_at = now()`` to commit; a job whose ``completed_at`` is written further in the
   past than that is not counted;

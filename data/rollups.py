@@ -28,7 +28,7 @@ through an advisory lock; it never locks the orchestrator's tables, it only read
 - a job whose ``started_at`` or ``completed_at`` is set or moves (it started, finished, was
   cancelled or re-run) after its hour was aggregated makes that hour *dirty*: every refresh
   looks up the jobs with either after the last look (the ``fm_job_started_at`` and
-  ``fm_job_completed_at`` indexes) and re-aggregates their creation hours whole, so nothing is
+  ``fm_job_finished`` indexes) and re-aggregates their creation hours whole, so nothing is
   counted twice;
 - ``reconcile`` (hourly) compares per-hour counts by status with the raw table and
   re-aggregates hours that differ: jobs inserted late with an old ``created_at``, jobs deleted
