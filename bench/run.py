@@ -95,8 +95,9 @@ class Target:
 
 TARGETS = {t.key: t for t in [
     Target("overview", "Fleet overview refresh ≤ 30 ms (1,000 robots, 10 M jobs)", 30,
-           fix="cheaper change detection and the shared cache (one query per TTL for all screens); "
-               "the queue/throughput series from the hourly rollup"),
+           fix="viewers already share one snapshot built every 2 s (data.snapshots), so this is the "
+               "build's cost, not a viewer's; what is left is the queue and throughput series (the last "
+               "6 hours of raw rows): per-step arrivals and departures as a running sum, or a minute rollup"),
     Target("history", "Job history: any page of any filter on an indexed column ≤ 100 ms", 100,
            fix="an index whose leading columns match the filter and the keyset order"),
     Target("search", "Text search in error messages ≤ 500 ms", 500,
@@ -104,9 +105,11 @@ TARGETS = {t.key: t for t in [
                "(not in the embedded server); without it the search already reads at most the newest "
                "100,000 jobs with an error message (data.jobs.SEARCH_SCAN_CAP), so a smaller bound"),
     Target("robots_list", "Robots list ≤ 150 ms", 150,
-           fix="the 7-day work numbers from a per-robot hourly rollup instead of the job rows"),
+           fix="the 7-day work numbers already come from the per-robot rollup (data.robot_rollup); what "
+               "is left is summing 7 days of hourly rows per robot: day rows for the whole days"),
     Target("robot_page", "Robot page (7-day window) ≤ 150 ms", 150,
-           fix="heartbeat downsampling in a rollup (per robot per minute), utilization from the rollup"),
+           fix="hourly utilization from the robots' rollup (today: one robot's jobs found through a bitmap "
+               "of every job finished in the window), heartbeat charts from a per-minute rollup"),
     Target("analytics_90d", "Analytics page, 90-day window ≤ 300 ms in total", 300,
            fix="the long-window sections already read the rollups (see Accuracy); what is left is the "
                "rollup reads themselves, the percentile sections (duration_percentiles, time_series, anomalies) "
