@@ -119,6 +119,8 @@ INDEXES = [
     ("job_queue", "fm_job_finished", "(completed_at) INCLUDE (status, started_at)", "WHERE completed_at IS NOT NULL"),
     ("job_queue", "fm_job_started_at", "(started_at)", "WHERE started_at IS NOT NULL"),
     ("job_queue", "fm_job_duration", "((completed_at - started_at), id)", "WHERE completed_at IS NOT NULL AND started_at IS NOT NULL"),
+    # One robot's finished jobs by time (its page's utilization; the robots' rollup by robot).
+    ("job_queue", "fm_job_robot_finished", "(robot_id, completed_at)", "WHERE completed_at IS NOT NULL"),
     # The newest jobs with an error message, for text search without a trigram index.
     ("job_queue", "fm_job_error_created", "(created_at, id)", "WHERE error_message IS NOT NULL"),
     # The job history's error-type filter: same expression as the query, so it is used and has statistics.
