@@ -465,7 +465,7 @@ def percentile_note(engine: Engine, f: AnalyticsFilters) -> str:
     """How the percentiles of this window are computed, in words (shown on the page)."""
     if _rollup_plan(engine, f, bucketed=False) is None:
         return "Percentiles are exact (percentile_cont, linear interpolation)."
-    return (f"Percentiles over this long window come from hourly and daily rollups, within "
+    return (f"Percentiles over this long window come from hourly, daily and weekly rollups, within "
             f"{rollups.MAX_RELATIVE_ERROR:.0%} of the exact value; counts and rates are exact.")
 
 
