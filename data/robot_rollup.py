@@ -94,6 +94,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from data.db import _UNAVAILABLE, _translate
+from data.robots import concurrency_segments_sql
+from data.rollups import ceil_hour, floor_hour
 from data.schema import APP_SCHEMA
 
 log = logging.getLogger(__name__)
@@ -168,13 +170,10 @@ _DDL = [
 ]
 
 
-def _floor_hour(ts: datetime) -> datetime:
-    return ts.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
-
-
-def _ceil_hour(ts: datetime) -> datetime:
-    floor = _floor_hour(ts)
-    return floor if floor == ts else floor + HOUR
+# Zero-weight events at each hour a job overlaps (the `overlapped` CTE), so segments split by hour.
+_OVERLAP_MARKS = """
+        UNION ALL
+        SELECT DISTINCT robot_id, hour, 0, hour FROM overlapped"""
 
 
 def ensure_tables(engine_or_conn) -> None:
@@ -260,20 +259,7 @@ def _compute_sql(robot_filter: bool) -> str:
                                       date_bin('1 hour', j.e - interval '1 microsecond', {_ORIGIN})),
                              interval '1 hour') AS g(h)
     ),
-    events AS (
-        SELECT robot_id, s AS t, 1 AS d, NULL::timestamptz AS hour FROM jobs WHERE e > s
-        UNION ALL
-        SELECT robot_id, e, -1, NULL FROM jobs WHERE e > s
-        UNION ALL
-        SELECT DISTINCT robot_id, hour, 0, hour FROM overlapped
-    ),
-    -- Events at the same instant are peers (default RANGE frame): they all see the concurrency
-    -- after every one of them, and only the last has a segment of non-zero length.
-    segments AS (
-        SELECT robot_id, t, sum(d) OVER w AS n, lead(t) OVER w AS t_next, max(hour) OVER w AS hour
-        FROM events
-        WINDOW w AS (PARTITION BY robot_id COLLATE "C" ORDER BY t)
-    ),
+{concurrency_segments_sql("jobs", _OVERLAP_MARKS)},
     by_n AS (
         SELECT robot_id, hour, n::int AS n, sum(extract(epoch FROM t_next - t))::float8 AS seconds
         FROM segments WHERE n > 0 AND t_next IS NOT NULL AND t_next > t
@@ -493,10 +479,10 @@ def _ceil_day(ts: datetime) -> datetime:
 def _target_lo(conn: Connection, now: datetime, watermark: datetime) -> datetime:
     """Where the rollup should start: RETENTION back, or the oldest finished job if later."""
     oldest = conn.execute(sa.text("SELECT min(completed_at) FROM job_queue WHERE completed_at IS NOT NULL")).scalar()
-    lo = _floor_hour(now - RETENTION)
+    lo = floor_hour(now - RETENTION)
     if oldest is None:
         return watermark
-    return min(max(lo, _floor_hour(oldest)), watermark)
+    return min(max(lo, floor_hour(oldest)), watermark)
 
 
 def _begin_locked(conn: Connection) -> bool:
@@ -559,8 +545,8 @@ def _refresh_recent(engine: Engine, now: datetime | None) -> dict:
                 ensure_tables(conn)
             state = conn.execute(sa.text(f"SELECT version, lo, watermark FROM {STATE} WHERE id = 1 FOR UPDATE")
                                  ).mappings().first()
-            watermark = _floor_hour(now - LAG)
-            retention_lo = _floor_hour(now - RETENTION)
+            watermark = floor_hour(now - LAG)
+            retention_lo = floor_hour(now - RETENTION)
             out = {"dirty": 0, "rebased": 0}
             if state is None or state["version"] != VERSION or state["watermark"] <= retention_lo:
                 # From scratch: an empty range at the watermark; backfill steps extend it back.
@@ -685,9 +671,9 @@ def work_stats_sql(cov: Coverage, now: datetime, today_start: datetime, dmax_s: 
     rollup hours of the utilization window (work_stats reads it first)."""
     week_ago, day_ago = now - timedelta(days=7), now - timedelta(hours=24)
     w = cov.watermark
-    rt0 = max(_ceil_hour(today_start), cov.lo)    # today's rollup hours: [rt0, w)
-    rb0 = max(_ceil_hour(week_ago), cov.lo)       # 7 days' rollup hours: [rb0, w)
-    c0 = max(_ceil_hour(day_ago), cov.lo)         # 24 h utilization's rollup hours: [c0, w)
+    rt0 = max(ceil_hour(today_start), cov.lo)    # today's rollup hours: [rt0, w)
+    rb0 = max(ceil_hour(week_ago), cov.lo)       # 7 days' rollup hours: [rb0, w)
+    c0 = max(ceil_hour(day_ago), cov.lo)         # 24 h utilization's rollup hours: [c0, w)
     rt0, rb0, c0 = min(rt0, w), min(rb0, w), min(c0, w)
     params: dict = {"now": now, "t": today_start, "b7": week_ago, "s": day_ago, "w": w,
                     "rt0": rt0, "rb0": rb0, "c0": c0, "dmax": float(dmax_s)}
@@ -760,15 +746,7 @@ def work_stats_sql(cov: Coverage, now: datetime, today_start: datetime, dmax_s: 
         UNION ALL
         SELECT robot_id, greatest(s0, :w), least(e0, :now) FROM raw_jobs
     ),
-    events AS (
-        SELECT robot_id, s AS t, 1 AS d FROM pieces WHERE e > s
-        UNION ALL
-        SELECT robot_id, e, -1 FROM pieces WHERE e > s
-    ),
-    segments AS (
-        SELECT robot_id, t, sum(d) OVER w AS n, lead(t) OVER w AS t_next
-        FROM events WINDOW w AS (PARTITION BY robot_id COLLATE "C" ORDER BY t)
-    ),
+{concurrency_segments_sql("pieces")},
     -- busy[1] + ... + busy[capacity]: seconds at concurrency capped at capacity (1 without a robots row).
     roll_busy AS (
         SELECT h.robot_id,
@@ -829,9 +807,9 @@ def work_stats(engine: Engine, tz: str, max_robots: int) -> pd.DataFrame | None:
                     "SELECT now() AS now, date_trunc('day', now() AT TIME ZONE :tz) AT TIME ZONE :tz AS today"),
                     {"tz": tz}).mappings().first()
                 now, today = row["now"], row["today"]
-                if now - cov.watermark > timedelta(hours=6) or cov.lo > _ceil_hour(now - timedelta(days=7)):
+                if now - cov.watermark > timedelta(hours=6) or cov.lo > ceil_hour(now - timedelta(days=7)):
                     return None  # stale or partial: the raw rows are cheaper than a long edge
-                c0 = min(max(_ceil_hour(now - timedelta(hours=24)), cov.lo), cov.watermark)
+                c0 = min(max(ceil_hour(now - timedelta(hours=24)), cov.lo), cov.watermark)
                 dmax = conn.execute(sa.text(f"SELECT coalesce(max(max_dur), 0) FROM {HOURLY} "
                                             "WHERE hour >= :c0 AND hour < :w"), {"c0": c0, "w": cov.watermark}
                                     ).scalar()
@@ -906,16 +884,7 @@ def _common_ctes(rf_caps: str, rfc, hourly_marks: bool) -> str:
         UNION ALL
         SELECT robot_id, greatest(s0, CAST(:r1 AS timestamptz)), least(e0, CAST(:w1 AS timestamptz)) FROM raw_jobs
     ),
-    events AS (
-        SELECT robot_id, s AS t, 1 AS d, NULL::timestamptz AS hour FROM pieces WHERE e > s
-        UNION ALL
-        SELECT robot_id, e, -1, NULL FROM pieces WHERE e > s{marks}
-    ),
-    segments AS (
-        SELECT robot_id, t, sum(d) OVER w AS n, lead(t) OVER w AS t_next, max(hour) OVER w AS hour
-        FROM events
-        WINDOW w AS (PARTITION BY robot_id COLLATE "C" ORDER BY t)
-    )"""
+{concurrency_segments_sql("pieces", marks)}"""
 
 
 def _bound(conn: Connection, h: datetime, t: datetime, w: datetime) -> datetime | None:
@@ -946,17 +915,17 @@ def utilization_from_rollup(engine: Engine, robot_ids: list[str] | None, environ
                     return None
                 now = conn.execute(sa.text("SELECT now()")).scalar()
                 w1 = min(end, now)
-                r0 = max(_ceil_hour(start), cov.lo)
-                r1 = min(_floor_hour(w1), cov.watermark)
+                r0 = max(ceil_hour(start), cov.lo)
+                r1 = min(floor_hour(w1), cov.watermark)
                 if r1 - r0 < MIN_ROLLUP:
                     return None
                 if tz is not None and not conn.execute(sa.text(
                         "SELECT bool_and(date_trunc('hour', g AT TIME ZONE :tz) = g AT TIME ZONE :tz) "
                         "FROM generate_series(CAST(:a AS timestamptz), CAST(:b AS timestamptz), interval '1 hour') g"),
-                        {"tz": tz, "a": _floor_hour(start), "b": w1}).scalar():
+                        {"tz": tz, "a": floor_hour(start), "b": w1}).scalar():
                     return None
                 e0 = _bound(conn, r0, r0, cov.watermark) or r0
-                e1 = max(w1, _bound(conn, _floor_hour(w1), w1, cov.watermark) or w1)
+                e1 = max(w1, _bound(conn, floor_hour(w1), w1, cov.watermark) or w1)
                 # Hash joins and aggregates: sorting 100,000 day rows by robot id (in the
                 # database's collation) would cost more than everything else.
                 conn.execute(sa.text("SET LOCAL enable_sort = off"))
@@ -966,7 +935,7 @@ def utilization_from_rollup(engine: Engine, robot_ids: list[str] | None, environ
                 if tz is None:
                     sql = _per_robot_sql(rf_caps, rfc, mf, r0, r1, params)
                 else:
-                    params.update(tz=tz, h0=_floor_hour(start))
+                    params.update(tz=tz, h0=floor_hour(start))
                     sql = _hour_of_week_sql(rf_caps, rfc, mf, robot_ids, environment)
                 result = conn.execute(sa.text(sql), params)
                 return pd.DataFrame(result.fetchall(), columns=list(result.keys()))

@@ -74,6 +74,26 @@ def _as_utc(ts) -> datetime:
 # Utilization
 # ---------------------------------------------------------------------------------------------
 
+def concurrency_segments_sql(source: str, marks: str = "") -> str:
+    """CTEs `events` and `segments` over job intervals `source(robot_id, s, e)`: per robot, the
+    stretches of time between consecutive start/end instants with `n` jobs running (`t` to
+    `t_next`). `marks` adds zero-weight events (`UNION ALL SELECT robot_id, t, 0, hour ...`)
+    that cut the stretches at hour starts; `hour` is the latest mark at or before `t`."""
+    return f"""
+    events AS (
+        SELECT robot_id, s AS t, 1 AS d, NULL::timestamptz AS hour FROM {source} WHERE e > s
+        UNION ALL
+        SELECT robot_id, e, -1, NULL FROM {source} WHERE e > s{marks}
+    ),
+    -- The default RANGE frame makes events at the same instant peers: they all see the
+    -- concurrency after every one of them, and only the last has a segment of non-zero length.
+    segments AS (
+        SELECT robot_id, t, sum(d) OVER w AS n, lead(t) OVER w AS t_next, max(hour) OVER w AS hour
+        FROM events
+        WINDOW w AS (PARTITION BY robot_id COLLATE "C" ORDER BY t)
+    )"""
+
+
 def _utilization_ctes(robot_filter: bool, hourly: bool) -> str:
     """The CTEs shared by the utilization queries (parameters :start, :end, :tz, :ids).
 
@@ -115,32 +135,18 @@ def _utilization_ctes(robot_filter: bool, hourly: bool) -> str:
         SELECT DISTINCT robot_id, 1 FROM jobs WHERE robot_id NOT IN (SELECT robot_id FROM caps)
     )"""
     if hourly:
-        ctes += """,
+        hour_marks = """
+        UNION ALL
+        SELECT b.robot_id, greatest(hours.h, win.w0), 0, hours.h
+        FROM (SELECT DISTINCT robot_id FROM jobs WHERE e > s) b, hours, win"""
+        ctes += f""",
     hours AS (
         SELECT g.h FROM win,
              generate_series(date_bin('15 minutes', win.w0, timestamptz '2000-01-01 00:00+00')
                                  - interval '1 hour', win.w1, interval '15 minutes') AS g(h)
         WHERE extract(minute FROM g.h AT TIME ZONE :tz) = 0
           AND g.h + interval '1 hour' > win.w0 AND g.h < win.w1
-    ),
-    events AS (
-        SELECT robot_id, s AS t, 1 AS d, NULL::timestamptz AS hour FROM jobs WHERE e > s
-        UNION ALL
-        SELECT robot_id, e, -1, NULL FROM jobs WHERE e > s
-        UNION ALL
-        SELECT b.robot_id, greatest(hours.h, win.w0), 0, hours.h
-        FROM (SELECT DISTINCT robot_id FROM jobs WHERE e > s) b, hours, win
-    ),
-    -- The default RANGE frame makes events at the same instant peers: they all see the
-    -- concurrency after every one of them, and only the last has a segment of non-zero length.
-    segments AS (
-        SELECT robot_id, t,
-               sum(d) OVER w AS n,
-               lead(t) OVER w AS t_next,
-               max(hour) OVER w AS hour
-        FROM events
-        WINDOW w AS (PARTITION BY robot_id COLLATE "C" ORDER BY t)
-    ),
+    ),{concurrency_segments_sql("jobs", hour_marks)},
     busy AS (
         SELECT s.robot_id, s.hour,
                sum(least(s.n, ra.capacity) * extract(epoch FROM s.t_next - s.t))::float8 AS busy_seconds
@@ -149,16 +155,7 @@ def _utilization_ctes(robot_filter: bool, hourly: bool) -> str:
         GROUP BY s.robot_id, s.hour
     )"""
     else:
-        ctes += """,
-    events AS (
-        SELECT robot_id, s AS t, 1 AS d FROM jobs WHERE e > s
-        UNION ALL
-        SELECT robot_id, e, -1 FROM jobs WHERE e > s
-    ),
-    segments AS (
-        SELECT robot_id, t, sum(d) OVER w AS n, lead(t) OVER w AS t_next
-        FROM events WINDOW w AS (PARTITION BY robot_id COLLATE "C" ORDER BY t)
-    ),
+        ctes += f""",{concurrency_segments_sql("jobs")},
     busy AS (
         SELECT s.robot_id,
                sum(least(s.n, ra.capacity) * extract(epoch FROM s.t_next - s.t))::float8 AS busy_seconds

@@ -363,7 +363,7 @@ def floor_hour(t: datetime) -> datetime:
     return t.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
 
 
-def _ceil_hour(t: datetime) -> datetime:
+def ceil_hour(t: datetime) -> datetime:
     f = floor_hour(t)
     return f if f == t else f + HOUR
 
@@ -573,7 +573,7 @@ def plan_window(start: datetime, end: datetime, covered_until: datetime, tz: str
                 bucket: str | None = None) -> WindowPlan:
     """Split [start, end) into rollup rows and raw ranges so that each job is read once and,
     when ``bucket`` is given, every rollup row lies inside one bucket of that size in ``tz``."""
-    hs, he = _ceil_hour(start), min(floor_hour(end), covered_until)
+    hs, he = ceil_hour(start), min(floor_hour(end), covered_until)
     if he <= hs:
         return WindowPlan(raw=((start, end),))
     raw = tuple(r for r in ((start, hs), (he, end)) if r[0] < r[1])
