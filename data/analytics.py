@@ -436,22 +436,22 @@ ERROR_TYPE = f"coalesce({error_type_sql('j.error_message')}, 'UnknownError')"
 PERCENTILES = (0.5, 0.9, 0.95, 0.99)
 
 
-def _scope(f: AnalyticsFilters, *, window: bool = True) -> tuple[str, dict]:
-    """WHERE clause for the filters (alias j) and its parameters."""
+def _scope(f: AnalyticsFilters, *, window: bool = True, alias: str = "j.") -> tuple[str, dict]:
+    """WHERE clause for the filters (columns prefixed with ``alias``) and its parameters."""
     clauses: list[str] = []
     params: dict[str, Any] = {"tz": f.tz, "bucket": f.bucket, "step": BUCKET_STEP[f.bucket],
                               "dur_statuses": list(f.statuses)}
     if window:
-        clauses += ["j.created_at >= :start", "j.created_at < :end"]
+        clauses += [f"{alias}created_at >= :start", f"{alias}created_at < :end"]
         params.update(start=f.start, end=f.end)
     if f.environment:
-        clauses.append("j.environment = :environment")
+        clauses.append(f"{alias}environment = :environment")
         params["environment"] = f.environment
     if f.workflows:
-        clauses.append("j.workflow_id = ANY(:workflows)")
+        clauses.append(f"{alias}workflow_id = ANY(:workflows)")
         params["workflows"] = list(f.workflows)
     if f.robots:
-        clauses.append("j.robot_id::text = ANY(:robots)")
+        clauses.append(f"{alias}robot_id::text = ANY(:robots)")
         params["robots"] = list(f.robots)
     return (" AND ".join(clauses) or "TRUE"), params
 

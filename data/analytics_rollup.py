@@ -23,15 +23,9 @@ _BUCKET = "date_trunc(:bucket, x.t, :tz)"
 
 
 def _where(f: an.AnalyticsFilters) -> tuple[str, dict]:
-    """The page's filters as SQL, columns prefixed with ``{a}`` (the raw rows' alias)."""
-    clauses, params = ["TRUE"], {"tz": f.tz, "bucket": f.bucket, "dur_statuses": list(f.statuses)}
-    if f.environment:
-        clauses.append("{a}environment = :environment")
-        params["environment"] = f.environment
-    if f.workflows:
-        clauses.append("{a}workflow_id = ANY(:workflows)")
-        params["workflows"] = list(f.workflows)
-    return " AND ".join(clauses), params
+    """The page's filters as SQL, columns prefixed with ``{a}`` (the raw rows' alias; the
+    rollups hold no robot, and a robot filter never reaches them)."""
+    return an._scope(f, window=False, alias="{a}")
 
 
 def _facts(f: an.AnalyticsFilters, plan: WindowPlan, table: str = "jobs") -> tuple[str, dict]:
