@@ -9,7 +9,6 @@ import os
 import socket
 import sys
 import tempfile
-import uuid
 from pathlib import Path
 
 import pytest
@@ -23,6 +22,7 @@ if str(ROOT) not in sys.path:
 from config import Settings  # noqa: E402
 from data.db import make_engine, sqlalchemy_url  # noqa: E402
 from data.schema import ensure_schema  # noqa: E402
+from tests.helpers import temporary_database  # noqa: E402
 
 ARTIFACTS = ROOT / "tests" / "artifacts"
 TEST_JWT_SECRET = "test-secret-" + "x" * 40
@@ -67,17 +67,8 @@ def pg_admin_url():
 @pytest.fixture
 def db_url(pg_admin_url):
     """A fresh, empty database for one test; dropped afterwards."""
-    name = "fm_test_" + uuid.uuid4().hex[:12]
-    admin = sa.create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = make_url(pg_admin_url).set(database=name).render_as_string(hide_password=False)
-    try:
+    with temporary_database(pg_admin_url) as url:
         yield url
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 @pytest.fixture

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import json
 import uuid
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 
 import sqlalchemy as sa
+from sqlalchemy.engine import make_url
 
 
 def utcnow() -> datetime:
@@ -57,3 +59,18 @@ def insert_heartbeat(conn, robot_id: str, at: datetime, *, status="online", metr
 
 def ago(**kw) -> datetime:
     return utcnow() - timedelta(**kw)
+
+
+@contextmanager
+def temporary_database(pg_admin_url: str, prefix: str = "fm_test_"):
+    """The URL of a new, empty database on the test server; dropped (with its sessions) after."""
+    name = prefix + uuid.uuid4().hex[:12]
+    admin = sa.create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(pg_admin_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

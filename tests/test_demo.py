@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-import uuid
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 
@@ -16,7 +15,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 
 from config import Settings
 from data.db import make_engine, read_frame, read_row
@@ -25,6 +23,7 @@ from data.demo import (
 )
 from data.errors import classify_error
 from data.schema import ensure_schema
+from tests.helpers import temporary_database
 
 JOBS, ROBOTS = 20_000, 40
 
@@ -32,19 +31,13 @@ JOBS, ROBOTS = 20_000, 40
 @contextmanager
 def fresh_database(pg_admin_url):
     """An engine on a new database with the tables created (the `engine` fixture, any scope)."""
-    name = "fm_demo_" + uuid.uuid4().hex[:10]
-    admin = sa.create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    engine = make_engine(make_url(pg_admin_url).set(database=name).render_as_string(hide_password=False))
-    try:
-        ensure_schema(engine)
-        yield engine
-    finally:
-        engine.dispose()
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with temporary_database(pg_admin_url, "fm_demo_") as url:
+        engine = make_engine(url)
+        try:
+            ensure_schema(engine)
+            yield engine
+        finally:
+            engine.dispose()
 
 
 @pytest.fixture(scope="module")

@@ -9,16 +9,15 @@ from filters and cursors.
 from __future__ import annotations
 
 import json
-import uuid
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 
 from data.db import make_engine
 from data.schema import ensure_schema
+from tests.helpers import temporary_database
 
 BIG_TABLES = {"job_queue", "robot_heartbeats"}
 INDEX_NODES = {"Index Scan", "Index Only Scan", "Bitmap Index Scan"}
@@ -30,30 +29,23 @@ def plan_db(pg_admin_url):
     """A database with the app's schema and the demo's 200,000 jobs, analyzed; dropped after."""
     from data.demo import generate_demo
 
-    name = "fm_plans_" + uuid.uuid4().hex[:10]
-    admin = sa.create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = make_url(pg_admin_url).set(database=name).render_as_string(hide_password=False)
-    engine = make_engine(url, statement_timeout_ms=60_000)
-    try:
-        ensure_schema(engine)
-        stats = generate_demo(engine, jobs=JOBS, robots=48, days=90, seed=7)
-        with engine.connect() as conn:
-            conn.execution_options(isolation_level="AUTOCOMMIT").execute(
-                sa.text("VACUUM ANALYZE job_queue, robots, robot_heartbeats"))
-            facts = conn.execute(sa.text("""
-                SELECT (SELECT robot_id FROM job_queue WHERE status = 'completed' AND robot_id IS NOT NULL
-                        ORDER BY created_at DESC LIMIT 1) AS robot,
-                       (SELECT workflow_id FROM job_queue ORDER BY created_at DESC LIMIT 1) AS workflow,
-                       (SELECT id::text FROM job_queue WHERE status = 'failed' ORDER BY created_at DESC LIMIT 1) AS job
-            """)).mappings().one()
-        yield {"engine": engine, "stats": stats, **facts}
-    finally:
-        engine.dispose()
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with temporary_database(pg_admin_url, "fm_plans_") as url:
+        engine = make_engine(url, statement_timeout_ms=60_000)
+        try:
+            ensure_schema(engine)
+            stats = generate_demo(engine, jobs=JOBS, robots=48, days=90, seed=7)
+            with engine.connect() as conn:
+                conn.execution_options(isolation_level="AUTOCOMMIT").execute(
+                    sa.text("VACUUM ANALYZE job_queue, robots, robot_heartbeats"))
+                facts = conn.execute(sa.text("""
+                    SELECT (SELECT robot_id FROM job_queue WHERE status = 'completed' AND robot_id IS NOT NULL
+                            ORDER BY created_at DESC LIMIT 1) AS robot,
+                           (SELECT workflow_id FROM job_queue ORDER BY created_at DESC LIMIT 1) AS workflow,
+                           (SELECT id::text FROM job_queue WHERE status = 'failed' ORDER BY created_at DESC LIMIT 1) AS job
+                """)).mappings().one()
+            yield {"engine": engine, "stats": stats, **facts}
+        finally:
+            engine.dispose()
 
 
 @contextmanager
