@@ -438,8 +438,7 @@ _CATS = ("workflow_id", "workflow_name", "status", "robot_id", "environment")
 _FREQ = {"hour": "h", "day": "D"}
 
 
-def _window(loader: Loader, f, start=None, end=None) -> pd.DataFrame:
-    frame = loader.frame(_WINDOW, {"start": start or f.start, "end": end or f.end}, _CATS)
+def _analytics_filtered(frame: pd.DataFrame, f) -> pd.DataFrame:
     if f.environment:
         frame = frame[frame["environment"] == f.environment]
     if f.workflows:
@@ -447,6 +446,10 @@ def _window(loader: Loader, f, start=None, end=None) -> pd.DataFrame:
     if f.robots:
         frame = frame[frame["robot_id"].isin(f.robots)]
     return frame
+
+
+def _window(loader: Loader, f, start=None, end=None) -> pd.DataFrame:
+    return _analytics_filtered(loader.frame(_WINDOW, {"start": start or f.start, "end": end or f.end}, _CATS), f)
 
 
 def _rows(loader: Loader, f, start, end) -> pd.DataFrame:
@@ -456,14 +459,7 @@ def _rows(loader: Loader, f, start, end) -> pd.DataFrame:
         frame = _window(loader, f)
         created = _utc(frame["created_at"])
         return frame[(created >= start) & (created < end)]
-    frame = loader.frame(_WINDOW, {"start": start.to_pydatetime(), "end": end.to_pydatetime()}, _CATS)
-    if f.environment:
-        frame = frame[frame["environment"] == f.environment]
-    if f.workflows:
-        frame = frame[frame["workflow_id"].isin(f.workflows)]
-    if f.robots:
-        frame = frame[frame["robot_id"].isin(f.robots)]
-    return frame
+    return _window(loader, f, start.to_pydatetime(), end.to_pydatetime())
 
 
 def _with_durations(frame: pd.DataFrame, f) -> pd.DataFrame:

@@ -58,14 +58,19 @@ def test_many_askers_one_build(app_client):
         assert live_snapshot(name, (2,), build, 30) == "v2"  # other key parts: another snapshot
 
 
-def test_refresher_rebuilds_once_when_due_and_respects_another_workers_claim(app_client, no_background):
+def first_snapshot(app_client):
+    """A new snapshot (key part 1, refreshed every second) after its first build:
+    (app, cache, build, calls, its name, its cache key)."""
     app = app_client.application
-    cache = app.extensions["fleet_monitor_cache"]
     build, calls = counting_build()
     name = "t-" + uuid.uuid4().hex
-    key = snapshot_key(name, 1)
     with app.app_context():
         assert live_snapshot(name, (1,), build, 1) == "v1"
+    return app, app.extensions["fleet_monitor_cache"], build, calls, name, snapshot_key(name, 1)
+
+
+def test_refresher_rebuilds_once_when_due_and_respects_another_workers_claim(app_client, no_background):
+    app, cache, build, calls, name, key = first_snapshot(app_client)
     assert refresh_due() >= 0 and calls["n"] == 1  # fresh: nothing to do for it
     time.sleep(1.1)
     cache.add(key + ":claim", -1, timeout=5)  # another worker is rebuilding it
@@ -133,13 +138,7 @@ def test_twenty_screens_cost_the_database_what_one_costs(app_client):
 
 
 def test_a_lapsed_claim_does_not_block_refreshes(app_client, no_background):
-    app = app_client.application
-    cache = app.extensions["fleet_monitor_cache"]
-    build, calls = counting_build()
-    name = "t-" + uuid.uuid4().hex
-    key = snapshot_key(name, 1)
-    with app.app_context():
-        live_snapshot(name, (1,), build, 1)
+    app, cache, build, calls, name, key = first_snapshot(app_client)
     cache.set(key + ":claim", 12345, timeout=1)  # a worker that died while rebuilding
     time.sleep(2.1)
     refresh_due()
