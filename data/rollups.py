@@ -60,7 +60,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from data.db import _UNAVAILABLE, json_number, read_row
+from data.db import _UNAVAILABLE, DatabaseUnavailable, _translate, json_number, read_row
 from data.errors import error_type_sql
 from data.schema import APP_SCHEMA
 
@@ -372,7 +372,7 @@ def ensure_tables(engine: Engine) -> None:
     """Create the rollup tables when missing or of an older layout (serialised: workers may
     start together). A rollup of an older layout is dropped and rebuilt from the raw rows."""
     current = f"SELECT 1 FROM {STATE} WHERE version = :v"
-    with engine.begin() as conn:
+    with _writing(engine) as conn:
         if _has_layout(conn, current):
             return
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY + 1})
@@ -384,6 +384,16 @@ def ensure_tables(engine: Engine) -> None:
             conn.execute(sa.text(ddl))
         conn.execute(sa.text(f"INSERT INTO {STATE} (id, version, ratio, covered_until, completed_mark) "
                              "VALUES (1, :v, :r, NULL, NULL)"), {"v": LAYOUT_VERSION, "r": RATIO})
+
+
+@contextlib.contextmanager
+def _writing(engine: Engine):
+    """A transaction whose connection failures read as data.db.DatabaseUnavailable."""
+    try:
+        with engine.begin() as conn:
+            yield conn
+    except _UNAVAILABLE as exc:
+        raise _translate(exc, engine) from exc
 
 
 def _has_layout(conn, current: str) -> bool:
@@ -398,7 +408,7 @@ def _has_layout(conn, current: str) -> bool:
 def _locked_step(engine: Engine, step) -> Any:
     """Run ``step(conn, state)`` in a transaction holding the rollup's advisory lock; returns
     ``(False, None)`` when another process holds it."""
-    with engine.begin() as conn:
+    with _writing(engine) as conn:
         conn.execute(sa.text(f"SET LOCAL statement_timeout = '{MAINTENANCE_TIMEOUT}'"))
         if not conn.execute(sa.text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": _LOCK_KEY}).scalar():
             return False, None
@@ -528,7 +538,7 @@ def start_maintenance(engine: Engine, interval_s: float) -> threading.Thread | N
             try:
                 done = maintain(engine)
                 log.debug("rollup maintenance: %s", done)
-            except _UNAVAILABLE + (sa.exc.DBAPIError,) as exc:
+            except (DatabaseUnavailable, sa.exc.DBAPIError) as exc:
                 log.warning("rollup maintenance failed, retrying in %s s: %s", interval_s, exc)
             except Exception:  # a bug must not stop the loop for good
                 log.exception("rollup maintenance failed")

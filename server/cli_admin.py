@@ -13,6 +13,7 @@ import click
 from flask.cli import AppGroup
 
 from data import rollups, users
+from data.db import DatabaseUnavailable
 from server.state import current
 
 users_cli = AppGroup("users", help="Manage who may sign in.")
@@ -23,7 +24,7 @@ rollups_cli = AppGroup("rollups", help="The analytics rollups (kept up to date i
 def _run(action, *args):
     try:
         return action(current().engine, *args)
-    except users.UserError as exc:
+    except (users.UserError, DatabaseUnavailable) as exc:
         raise click.ClickException(str(exc)) from None
 
 
@@ -99,11 +100,11 @@ def list_tokens():
 def refresh_rollups():
     """Bring the rollups up to date now (a first backfill of a long history takes minutes)."""
     while True:
-        done = rollups.refresh(current().engine)
+        done = _run(rollups.refresh)
         if done.get("skipped"):
             raise click.ClickException("Another process is refreshing the rollups; try again later.")
         click.echo(f"{done['new_hours']} new hours, {done['dirty_hours']} changed hours; "
-                   f"covered until {rollups.status(current().engine)['covered_until']:%Y-%m-%d %H:%M %Z}")
+                   f"covered until {_run(rollups.status)['covered_until']:%Y-%m-%d %H:%M %Z}")
         if not done["behind"]:
             return
 
@@ -111,14 +112,14 @@ def refresh_rollups():
 @rollups_cli.command("reconcile")
 def reconcile_rollups():
     """Compare every covered hour with the job table and rebuild the hours that differ."""
-    done = rollups.reconcile(current().engine)
+    done = _run(rollups.reconcile)
     click.echo("Another process holds the rollups; try again later." if done.get("skipped")
                else f"{done['rebuilt_hours']} hours rebuilt.")
 
 
 @rollups_cli.command("status")
 def rollup_status():
-    found = rollups.status(current().engine)
+    found = _run(rollups.status)
     click.echo(f"covered until {found['covered_until']} (behind by {found['behind']}), "
                f"reconciled at {found['reconciled_at']}, rows {found['rows']}")
 

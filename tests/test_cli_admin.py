@@ -72,3 +72,12 @@ def test_rollup_commands(cli):
     status = runner.invoke(args=["rollups", "status"]).output
     assert "covered until" in status and "'hour': 3, 'day': 3" in status  # one job in each
     assert runner.invoke(args=["rollups", "reconcile"]).output.strip() == "0 hours rebuilt."
+
+
+def test_rollup_commands_say_when_the_database_is_away(cli, database_outage):
+    runner, _ = cli
+    database_outage(False)
+    for command in ("refresh", "reconcile", "status"):
+        result = runner.invoke(args=["rollups", command])
+        assert result.exit_code == 1, result.output
+        assert "Cannot reach PostgreSQL" in result.output and "Traceback" not in result.output
