@@ -94,7 +94,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from data.db import _UNAVAILABLE, _translate
-from data.robots import concurrency_segments_sql
+from data.robots import capped_busy_sql, concurrency_segments_sql
 from data.rollups import ceil_hour, floor_hour
 from data.schema import APP_SCHEMA
 
@@ -749,10 +749,7 @@ def work_stats_sql(cov: Coverage, now: datetime, today_start: datetime, dmax_s: 
 {concurrency_segments_sql("pieces")},
     -- busy[1] + ... + busy[capacity]: seconds at concurrency capped at capacity (1 without a robots row).
     roll_busy AS (
-        SELECT h.robot_id,
-               sum(CASE WHEN coalesce(c.capacity, 1) = 1 THEN coalesce(h.busy[1], 0)
-                        ELSE (SELECT coalesce(sum(v), 0) FROM unnest(h.busy[1:c.capacity]) AS l(v)) END
-                  )::float8 AS busy_seconds
+        SELECT h.robot_id, sum({capped_sql("h.busy", "coalesce(c.capacity, 1)")})::float8 AS busy_seconds
         FROM {HOURLY} h LEFT JOIN caps c USING (robot_id)
         WHERE h.hour >= :c0 AND h.hour < :w AND h.busy IS NOT NULL
         GROUP BY h.robot_id
@@ -763,11 +760,7 @@ def work_stats_sql(cov: Coverage, now: datetime, today_start: datetime, dmax_s: 
         SELECT robot_id, 1 FROM (SELECT robot_id FROM raw_jobs UNION SELECT robot_id FROM roll_busy) ran
         WHERE robot_id NOT IN (SELECT robot_id FROM caps)
     ),
-    busy AS (
-        SELECT s.robot_id, sum(least(s.n, ra.capacity) * extract(epoch FROM s.t_next - s.t))::float8 AS busy_seconds
-        FROM segments s JOIN robots_all ra USING (robot_id)
-        WHERE s.n > 0 AND s.t_next IS NOT NULL
-        GROUP BY s.robot_id
+    busy AS ({capped_busy_sql()}
         UNION ALL
         SELECT robot_id, busy_seconds FROM roll_busy
     ),
@@ -975,11 +968,7 @@ def _per_robot_sql(rf_caps: str, rfc, mf: str, r0: datetime, r1: datetime, param
         ) ran
         WHERE robot_id NOT IN (SELECT robot_id FROM caps)
     ),
-    busy AS (
-        SELECT s.robot_id, sum(least(s.n, ra.capacity) * extract(epoch FROM s.t_next - s.t))::float8 AS b
-        FROM segments s JOIN robots_all ra USING (robot_id)
-        WHERE s.n > 0 AND s.t_next IS NOT NULL
-        GROUP BY s.robot_id
+    busy AS ({capped_busy_sql("b")}
         UNION ALL
         SELECT r.robot_id, sum(CASE WHEN r.cumulative
                                     THEN coalesce(r.busy[least(ra.capacity, cardinality(r.busy))], 0)

@@ -94,6 +94,16 @@ def concurrency_segments_sql(source: str, marks: str = "") -> str:
     )"""
 
 
+def capped_busy_sql(column: str = "busy_seconds") -> str:
+    """Per robot, the seconds of `segments` with jobs running, concurrency capped at the robot's
+    capacity (`robots_all`): the numerator of utilization."""
+    return f"""
+        SELECT s.robot_id, sum(least(s.n, ra.capacity) * extract(epoch FROM s.t_next - s.t))::float8 AS {column}
+        FROM segments s JOIN robots_all ra USING (robot_id)
+        WHERE s.n > 0 AND s.t_next IS NOT NULL
+        GROUP BY s.robot_id"""
+
+
 def _utilization_ctes(robot_filter: bool, hourly: bool) -> str:
     """The CTEs shared by the utilization queries (parameters :start, :end, :tz, :ids).
 
@@ -156,12 +166,7 @@ def _utilization_ctes(robot_filter: bool, hourly: bool) -> str:
     )"""
     else:
         ctes += f""",{concurrency_segments_sql("jobs")},
-    busy AS (
-        SELECT s.robot_id,
-               sum(least(s.n, ra.capacity) * extract(epoch FROM s.t_next - s.t))::float8 AS busy_seconds
-        FROM segments s JOIN robots_all ra USING (robot_id)
-        WHERE s.n > 0 AND s.t_next IS NOT NULL
-        GROUP BY s.robot_id
+    busy AS ({capped_busy_sql()}
     )"""
     return ctes
 
