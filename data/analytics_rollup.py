@@ -57,12 +57,12 @@ def counts(engine: Engine, f: an.AnalyticsFilters, plan: WindowPlan, by: tuple[s
 def histograms(engine: Engine, f: an.AnalyticsFilters, plan: WindowPlan, by: tuple[str, ...],
                metric: str = "dur", with_status: bool = False) -> pd.DataFrame:
     """Merged histogram of ``metric`` (dur or wait) of the ``f.statuses`` jobs, long form:
-    ``by`` columns (+ ``status``), ``bin``, ``n``."""
+    ``by`` columns (+ ``status``), ``bin``, ``n``, ``workflow_name``."""
     facts, params = _facts(f, plan)
     cols = _group_cols(by) + (["x.status"] if with_status else [])
     group = ", ".join(str(i + 1) for i in range(len(cols) + 1))
     sql = f"""
-    SELECT {''.join(c + ', ' for c in cols)}u.b AS bin, sum(u.n)::bigint AS n
+    SELECT {''.join(c + ', ' for c in cols)}u.b AS bin, sum(u.n)::bigint AS n, max(x.workflow_name) AS workflow_name
     FROM ({facts}) x, unnest(x.{metric}_bin, x.{metric}_n) AS u(b, n)
     WHERE x.status = ANY(:dur_statuses) GROUP BY {group}"""
     return an.read_frame(engine, sql, params, hash_grouping=True)
@@ -312,7 +312,7 @@ def duration_histogram(engine: Engine, f: an.AnalyticsFilters, plan: WindowPlan,
 
 def duration_box_stats(engine: Engine, f: an.AnalyticsFilters, plan: WindowPlan, limit: int = 25) -> pd.DataFrame:
     hist = histograms(engine, f, plan, ("workflow_id",))
-    names = counts(engine, f, plan, ("workflow_id",)).groupby("workflow_id")["workflow_name"].max()
+    names = hist.groupby("workflow_id")["workflow_name"].max()
     ps = (0.25, 0.5, 0.75, 0.9, 0.95, 0.99)
     cols = ["q1_ms", "median_ms", "q3_ms", "p90_ms", "p95_ms", "p99_ms"]
     rows = []
