@@ -76,9 +76,11 @@ def explain(engine, statement: str, parameters) -> dict:
 
 
 def index_tables(engine) -> dict[str, str]:
+    """Index name -> table, for the orchestrator's tables and the app's own (a Bitmap Index Scan
+    node names its index only)."""
     with engine.connect() as conn:
         return dict(conn.execute(sa.text("SELECT indexname, tablename FROM pg_indexes "
-                                         "WHERE schemaname = current_schema()")).all())
+                                         "WHERE schemaname IN (current_schema(), 'fleet_monitor')")).all())
 
 
 def plan_findings(engine, sent) -> tuple[list[str], set[str]]:
@@ -231,6 +233,7 @@ def _seq_scans(engine, sent, tables) -> tuple[list[str], set[str]]:
     """Seq Scans on `tables` that no index can avoid, and which of `tables` were read through an
     index."""
     seq, indexed = [], set()
+    index_table = index_tables(engine)
     for statement, parameters in sent:
         head = statement.lstrip().split(None, 1)[0].upper()
         if head not in ("SELECT", "WITH", "("):
@@ -239,8 +242,10 @@ def _seq_scans(engine, sent, tables) -> tuple[list[str], set[str]]:
             table = node.get("Relation Name")
             if table in tables and node["Node Type"] == "Seq Scan":
                 seq.append(f"Seq Scan on {table} in: {' '.join(statement.split())[:300]}")
-            if table in tables and node["Node Type"] in INDEX_NODES:
-                indexed.add(table)
+            if node["Node Type"] in INDEX_NODES:
+                read = index_table.get(node.get("Index Name", ""), table)
+                if read in tables:
+                    indexed.add(read)
     return seq, indexed
 
 
