@@ -49,7 +49,7 @@ def create_server(settings: Settings) -> flask.Flask:
         for username, password, role in ensure_demo_users(engine):
             log.warning("demo user %-8s password %-14s (%s)", username, password, role)
         start_simulator(engine, settings)
-    start_maintenance(engine, settings.rollup_interval_seconds)
+    start_maintenance(engine, settings.rollup_interval_seconds, settings.rollup_timezone)
     from server.cli import register_cli
     from server.cli_admin import register_admin_cli
     from server.export import register_export

@@ -39,6 +39,16 @@ def _targets(name: str) -> dict:
     return targets
 
 
+def _rollup_zone(name: str) -> str:
+    from data.rollups import valid_rollup_zone
+
+    zone = os.environ.get(name, "").strip() or "UTC"
+    if not valid_rollup_zone(zone):
+        raise SystemExit(f"Setting {name} must be an IANA time zone whose offset from UTC is a whole number "
+                         f"of hours (such as UTC or Europe/Berlin), got {zone!r}")
+    return zone
+
+
 @dataclass(frozen=True)
 class Settings:
     # Empty means: start the embedded PostgreSQL and fill it with the demo fleet.
@@ -67,6 +77,8 @@ class Settings:
     # How often the background maintenance brings the analytics rollups up to date (0: never;
     # long analytics windows then read the raw job rows).
     rollup_interval_seconds: int = 60
+    # The zone whose days and weeks the rollups keep whole: viewers in it read the fewest rows.
+    rollup_timezone: str = "UTC"
     # Per-workflow P95 targets in seconds (efficiency score and SLA); others use the default 60 s.
     p95_targets: dict = field(default_factory=dict)
 
@@ -94,6 +106,7 @@ class Settings:
             cache_ttl_seconds=_int("FLEET_CACHE_TTL_SECONDS", 2),
             redis_url=os.environ.get("REDIS_URL", ""),
             rollup_interval_seconds=_int("FLEET_ROLLUP_INTERVAL_SECONDS", 60),
+            rollup_timezone=_rollup_zone("FLEET_ROLLUP_TIMEZONE"),
             p95_targets=_targets("FLEET_P95_TARGETS"),
         )
         values.update(overrides)

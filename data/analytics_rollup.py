@@ -217,11 +217,11 @@ def queue_depth_series(engine: Engine, f: an.AnalyticsFilters, plan: WindowPlan)
     query, which looks 7 days back for jobs created before the window, every job counts."""
     frame = _bucket_frame(engine, f)[["bucket"]]
     first = an.read_frame(engine, "SELECT min(created_at) AS t FROM job_queue")["t"].iloc[0]
-    until = rollups.covered_until(engine)
+    cov = rollups.coverage(engine)
     if first is None or pd.isna(first) or first >= f.end:
         return frame.assign(at=[max(b, f.start) for b in frame["bucket"]], queue_depth=0)
     first = rollups.floor_hour(first.to_pydatetime())
-    before = f.start > first and rollups.plan_window(first, f.start, until)
+    before = f.start > first and rollups.plan_window(first, f.start, cov.until, zone=cov.zone)
     waiting = 0
     if before:
         counted = counts(engine, f, before, ())
@@ -229,7 +229,7 @@ def queue_depth_series(engine: Engine, f: an.AnalyticsFilters, plan: WindowPlan)
     arrivals = counts(engine, f, plan, ("bucket",)).groupby("bucket")["queued"].sum()
     # Departures by the hour, over every job created before the window end.
     h0 = int(rollups.floor_hour(f.start).timestamp() // 3600)
-    facts, params = _facts(f, rollups.plan_window(first, f.end, until))
+    facts, params = _facts(f, rollups.plan_window(first, f.end, cov.until, zone=cov.zone))
     left = an.read_frame(engine, f"""
         SELECT greatest(u.b, :h0 - 1) AS hour, sum(u.n)::bigint AS n
         FROM ({facts}) x, unnest(x.left_bin, x.left_n) AS u(b, n) GROUP BY 1""",

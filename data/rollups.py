@@ -1,8 +1,8 @@
 """Hourly and daily rollups of the job history, kept in the app's own schema.
 
 Long analytics windows (a month, a quarter) would otherwise read millions of job rows for every
-chart. The rollup keeps, per UTC hour (and per UTC day and week, Monday to Monday) × workflow ×
-environment × status:
+chart. The rollup keeps, per UTC hour (and per day and week, Monday to Monday, of the rollup's
+zone: ``FLEET_ROLLUP_TIMEZONE``, UTC by default) × workflow × environment × status:
 
 - ``jobs`` (created in that hour), ``timed`` (both timestamps present), sums of run duration
   and queue wait (ms), sums of the self-healing counts;
@@ -33,11 +33,14 @@ through an advisory lock; it never locks the orchestrator's tables, it only read
 - ``reconcile`` (hourly) compares per-hour counts by status with the raw table and
   re-aggregates hours that differ: jobs inserted late with an old ``created_at``, jobs deleted
   (dead-letter moves, retention), status changes that leave ``completed_at`` alone;
-- a day row is the merge of its 24 hour rows, a week row the merge of its 7 day rows; each is
-  rebuilt whenever one of its parts is, once the rollup covers it whole.
+- a day row is the merge of its hour rows (23 to 25 across a daylight-saving change), a week
+  row the merge of its 7 day rows; each is rebuilt whenever one of its parts is, once the rollup
+  covers it whole. The rollup zone must keep a whole-hour offset from UTC, so its days are made
+  of whole UTC hours; changing it rebuilds the rollup.
 
 Reads (``plan_window`` + ``facts_sql``): a window is answered from week and day rows where a
-whole UTC week or day lies inside it (and inside one chart bucket), hour rows for the remaining
+whole week or day of the rollup zone lies inside it (and inside one chart bucket of the viewer's
+zone: a viewer in the rollup zone reads whole days and weeks), hour rows for the remaining
 whole hours, and the raw rows for the partial hours at its edges and the time after
 ``covered_until``. The counts are therefore exact; only percentiles carry the bound above. Time zones with offsets
 that are not whole hours, robot filters and short windows use the exact queries instead.
@@ -68,14 +71,11 @@ log = logging.getLogger(__name__)
 
 RATIO = 1.02
 # Bumped when the tables' layout or meaning changes: the rollup is then rebuilt.
-LAYOUT_VERSION = 4
+LAYOUT_VERSION = 5
 # The bound on a percentile's relative error (see the module docstring).
 MAX_RELATIVE_ERROR = math.sqrt(RATIO) - 1
 
 HOUR = timedelta(hours=1)
-DAY = timedelta(days=1)
-WEEK = timedelta(days=7)
-GRAINS = {"hour": HOUR, "day": DAY, "week": WEEK}
 FINER = {"day": "hour", "week": "day"}
 # How long after a job's completed_at is written its transaction may still commit.
 LAG = timedelta(seconds=30)
@@ -134,6 +134,7 @@ TABLES = [
             id integer PRIMARY KEY CHECK (id = 1),
             version integer NOT NULL,
             ratio double precision NOT NULL,
+            zone text NOT NULL,
             covered_until timestamptz,
             completed_mark timestamptz,
             reconciled_at timestamptz
@@ -321,42 +322,68 @@ def _rebuild_range(conn, lo: datetime, hi: datetime) -> None:
     _insert_hours(conn, "j.created_at >= :lo AND j.created_at < :hi", params)
 
 
-def _rebuild_periods(conn, grain: str, starts: list[datetime], covered_until: datetime) -> None:
-    """Rebuild the rows of the given days or weeks (UTC) that the rollup covers completely, by
-    merging the rows of the next finer grain."""
-    length, finer = GRAINS[grain], FINER[grain]
-    starts = sorted({s for s in starts if s + length <= covered_until})
-    if not starts:
+def _rebuild_periods(conn, grain: str, starts: list[datetime], covered_until: datetime, zone: str) -> None:
+    """Rebuild the rows of the given days or weeks (of ``zone``) that the rollup covers
+    completely, by merging the rows of the next finer grain. The periods' bounds come from
+    period_end(), as the reads' plans do."""
+    finer = FINER[grain]
+    periods = sorted({(s, period_end(grain, s, zone)) for s in starts})
+    periods = [(s, e) for s, e in periods if e <= covered_until]
+    if not periods:
         return
-    params = {"starts": starts, "lo": starts[0], "hi": starts[-1] + length, "grain": grain, "finer": finer}
+    params = {"starts": [s for s, _ in periods], "stops": [e for _, e in periods], "lo": periods[0][0],
+              "hi": periods[-1][1], "grain": grain, "finer": finer}
     for table in (JOBS, ERRORS):
         conn.execute(sa.text(f"DELETE FROM {table} WHERE grain = :grain AND period_start = ANY(:starts)"), params)
-    parts = (f"SELECT {{cols}} FROM {{table}} WHERE grain = :finer AND period_start >= :lo AND period_start < :hi "
-             f"AND date_trunc('{grain}', period_start, 'UTC') = ANY(CAST(:starts AS timestamptz[]))")
-    source = parts.format(table=JOBS, cols=f"period_start AS t, {_COLUMNS}")
-    merged = merge_sql(source, f"date_trunc('{grain}', t, 'UTC')")
+    parts = ("SELECT {cols} FROM {table} f "
+             "JOIN unnest(CAST(:starts AS timestamptz[]), CAST(:stops AS timestamptz[])) AS p(s, e) "
+             "ON f.period_start >= p.s AND f.period_start < p.e "
+             "WHERE f.grain = :finer AND f.period_start >= :lo AND f.period_start < :hi")
+    source = parts.format(table=JOBS, cols=f"p.s AS t, {_COLUMNS}")
+    merged = merge_sql(source, "t")
     conn.execute(sa.text(f"INSERT INTO {JOBS} (grain, period_start, {_COLUMNS}) SELECT :grain, t, {_COLUMNS} "
                          f"FROM ({merged}) m"), params)
-    _insert_errors(conn, grain, f"date_trunc('{grain}', t, 'UTC')",
-                   parts.format(table=ERRORS, cols=f"period_start AS t, {_ERROR_COLUMNS}"), params)
+    _insert_errors(conn, grain, "t", parts.format(table=ERRORS, cols=f"p.s AS t, {_ERROR_COLUMNS}"), params)
 
 
-def _rebuild_coarse(conn, hours: list[datetime], covered_until: datetime) -> None:
+def _rebuild_coarse(conn, hours: list[datetime], covered_until: datetime, zone: str) -> None:
     """Rebuild the day and then the week rows that contain the given hours."""
-    days = {_day_of(h) for h in hours}
-    _rebuild_periods(conn, "day", list(days), covered_until)
-    _rebuild_periods(conn, "week", [_week_of(d) for d in days], covered_until)
+    days = {period_start("day", h, zone) for h in hours}
+    _rebuild_periods(conn, "day", list(days), covered_until, zone)
+    _rebuild_periods(conn, "week", [period_start("week", d, zone) for d in days], covered_until, zone)
 
 
-def _day_of(t: datetime) -> datetime:
-    t = t.astimezone(timezone.utc)
-    return datetime(t.year, t.month, t.day, tzinfo=timezone.utc)
+def period_start(grain: str, t: datetime, zone: str) -> datetime:
+    """The start of the hour, or of the day or week (Monday) of ``zone``, that holds ``t``."""
+    if grain == "hour":
+        return floor_hour(t)
+    local = t.astimezone(ZoneInfo(zone)).date()
+    if grain == "week":
+        local -= timedelta(days=local.weekday())
+    return _midnight(local, zone)
 
 
-def _week_of(t: datetime) -> datetime:
-    """The UTC Monday 00:00 on or before t (PostgreSQL's date_trunc('week', t, 'UTC'))."""
-    d = _day_of(t)
-    return d - timedelta(days=d.weekday())
+def period_end(grain: str, start: datetime, zone: str) -> datetime:
+    """The end of the period of ``grain`` that begins at ``start``."""
+    if grain == "hour":
+        return start + HOUR
+    days = 7 if grain == "week" else 1
+    return _midnight(start.astimezone(ZoneInfo(zone)).date() + timedelta(days=days), zone)
+
+
+def _midnight(day, zone: str) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=ZoneInfo(zone)).astimezone(timezone.utc)
+
+
+def valid_rollup_zone(zone: str) -> bool:
+    """True for an IANA zone whose offset from UTC is a whole number of hours over the years
+    around now (its days are then made of whole UTC hours)."""
+    try:
+        ZoneInfo(zone)
+    except (ValueError, KeyError, OSError):
+        return False
+    now = datetime.now(timezone.utc)
+    return whole_hour_zone(zone, *(now + timedelta(days=d) for d in range(-730, 731, 7)))
 
 
 def floor_hour(t: datetime) -> datetime:
@@ -368,22 +395,24 @@ def ceil_hour(t: datetime) -> datetime:
     return f if f == t else f + HOUR
 
 
-def ensure_tables(engine: Engine) -> None:
-    """Create the rollup tables when missing or of an older layout (serialised: workers may
-    start together). A rollup of an older layout is dropped and rebuilt from the raw rows."""
-    current = f"SELECT 1 FROM {STATE} WHERE version = :v"
+def ensure_tables(engine: Engine, zone: str | None = None) -> None:
+    """Create the rollup tables when missing, of an older layout, or (when ``zone`` is given)
+    kept in another zone (serialised: workers may start together). Such a rollup is dropped and
+    rebuilt from the raw rows; a new one is kept in ``zone`` (UTC when None)."""
+    current = f"SELECT 1 FROM {STATE} WHERE version = :v AND (CAST(:zone AS text) IS NULL OR zone = :zone)"
     with _writing(engine) as conn:
-        if _has_layout(conn, current):
+        if _has_layout(conn, current, zone):
             return
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY + 1})
-        if _has_layout(conn, current):
+        if _has_layout(conn, current, zone):
             return
         for table in (STATE, JOBS, ERRORS):
             conn.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
         for ddl in TABLES:
             conn.execute(sa.text(ddl))
-        conn.execute(sa.text(f"INSERT INTO {STATE} (id, version, ratio, covered_until, completed_mark) "
-                             "VALUES (1, :v, :r, NULL, NULL)"), {"v": LAYOUT_VERSION, "r": RATIO})
+        conn.execute(sa.text(f"INSERT INTO {STATE} (id, version, ratio, zone, covered_until, completed_mark) "
+                             "VALUES (1, :v, :r, :zone, NULL, NULL)"),
+                     {"v": LAYOUT_VERSION, "r": RATIO, "zone": zone or "UTC"})
 
 
 @contextlib.contextmanager
@@ -396,13 +425,14 @@ def _writing(engine: Engine):
         raise _translate(exc, engine) from exc
 
 
-def _has_layout(conn, current: str) -> bool:
+def _has_layout(conn, current: str, zone: str | None) -> bool:
     if not conn.execute(sa.text("SELECT to_regclass(:t) IS NOT NULL"), {"t": STATE}).scalar():
         return False
-    has_version = conn.execute(sa.text(
+    # Older layouts lack columns the check reads: such a table is out of date.
+    columns = conn.execute(sa.text(
         "SELECT count(*) FROM information_schema.columns WHERE table_schema = :s AND table_name = 'rollup_state' "
-        "AND column_name = 'version'"), {"s": APP_SCHEMA}).scalar()
-    return bool(has_version) and conn.execute(sa.text(current), {"v": LAYOUT_VERSION}).first() is not None
+        "AND column_name IN ('version', 'zone')"), {"s": APP_SCHEMA}).scalar()
+    return columns == 2 and conn.execute(sa.text(current), {"v": LAYOUT_VERSION, "zone": zone}).first() is not None
 
 
 def _locked_step(engine: Engine, step) -> Any:
@@ -414,9 +444,10 @@ def _locked_step(engine: Engine, step) -> Any:
             return False, None
         state = conn.execute(sa.text(f"SELECT * FROM {STATE} WHERE id = 1")).mappings().first()
         now = conn.execute(sa.text("SELECT now()")).scalar()
+        state = dict(state)
         if state["covered_until"] is None:
-            state = _start_over(conn, now)
-        return True, step(conn, dict(state), now)
+            state.update(_start_over(conn, now))
+        return True, step(conn, state, now)
 
 
 def _start_over(conn, now: datetime) -> dict:
@@ -450,16 +481,17 @@ def _advance(conn, state: dict, now: datetime) -> dict:
         _rebuild_range(conn, covered, target)
         new_hours = [covered + HOUR * i for i in range(int((target - covered) / HOUR))]
     state.update(covered_until=max(covered, target), completed_mark=max(mark, hi))
-    _rebuild_coarse(conn, dirty + new_hours, state["covered_until"])
+    _rebuild_coarse(conn, dirty + new_hours, state["covered_until"], state["zone"])
     _save(conn, state)
     return {"dirty_hours": len(dirty), "new_hours": int(max(target - covered, timedelta(0)) / HOUR),
             "behind": floor_hour(hi) > state["covered_until"]}
 
 
-def refresh(engine: Engine, budget_s: float = REFRESH_BUDGET_S) -> dict:
-    """Bring the rollup up to date (bounded steps until caught up or ``budget_s`` is spent).
-    Returns what was done; ``{"skipped": True}`` when another process is refreshing."""
-    ensure_tables(engine)
+def refresh(engine: Engine, budget_s: float = REFRESH_BUDGET_S, zone: str | None = None) -> dict:
+    """Bring the rollup up to date (bounded steps until caught up or ``budget_s`` is spent); a
+    rollup kept in another zone than ``zone`` (when given) is rebuilt in it. Returns what was
+    done; ``{"skipped": True}`` when another process is refreshing."""
+    ensure_tables(engine, zone)
     started, done = time.monotonic(), {"dirty_hours": 0, "new_hours": 0, "steps": 0}
     while True:
         got, step = _locked_step(engine, _advance)
@@ -483,7 +515,7 @@ def _reconcile(conn, state: dict, now: datetime) -> dict:
         SELECT DISTINCT coalesce(raw.t, kept.t) FROM raw FULL JOIN kept USING (t, status)
         WHERE raw.n IS DISTINCT FROM kept.n"""), {"covered": state["covered_until"]})]
     _rebuild_hours(conn, differ)
-    _rebuild_coarse(conn, differ, state["covered_until"])
+    _rebuild_coarse(conn, differ, state["covered_until"], state["zone"])
     state["reconciled_at"] = now
     _save(conn, state)
     return {"rebuilt_hours": len(differ)}
@@ -503,20 +535,21 @@ def reconcile_due(engine: Engine) -> bool:
 
 def status(engine: Engine) -> dict:
     """How far the rollup reaches: ``covered_until``, ``behind`` (how far before now, as a
-    timedelta), ``reconciled_at`` and rows per grain."""
+    timedelta), ``reconciled_at``, ``zone`` (of its days and weeks) and rows per grain."""
     ensure_tables(engine)
-    row = read_row(engine, f"SELECT covered_until, reconciled_at, now() AS now FROM {STATE} WHERE id = 1")
+    row = read_row(engine, f"SELECT covered_until, reconciled_at, zone, now() AS now FROM {STATE} WHERE id = 1")
     grains = read_row(engine, f"""SELECT count(*) FILTER (WHERE grain = 'hour') AS hour,
         count(*) FILTER (WHERE grain = 'day') AS day, count(*) FILTER (WHERE grain = 'week') AS week
         FROM {JOBS}""")
     covered = row["covered_until"]
     return {"covered_until": covered, "behind": None if covered is None else row["now"] - covered,
-            "reconciled_at": row["reconciled_at"], "rows": dict(grains)}
+            "reconciled_at": row["reconciled_at"], "zone": row["zone"], "rows": dict(grains)}
 
 
-def maintain(engine: Engine) -> dict:
-    """One maintenance pass: the job rollup, the robots' rollup, the hourly reconciliation."""
-    done = {"jobs": refresh(engine)}
+def maintain(engine: Engine, zone: str | None = None) -> dict:
+    """One maintenance pass: the job rollup (kept in ``zone``, see refresh), the robots' rollup,
+    the hourly reconciliation."""
+    done = {"jobs": refresh(engine, zone=zone)}
     try:
         from data import robot_rollup
     except ImportError:
@@ -528,15 +561,16 @@ def maintain(engine: Engine) -> dict:
     return done
 
 
-def start_maintenance(engine: Engine, interval_s: float) -> threading.Thread | None:
-    """Run ``maintain`` every ``interval_s`` seconds in a daemon thread (0: never)."""
+def start_maintenance(engine: Engine, interval_s: float, zone: str = "UTC") -> threading.Thread | None:
+    """Run ``maintain`` (rollup zone ``zone``) every ``interval_s`` seconds in a daemon thread
+    (0: never)."""
     if interval_s <= 0:
         return None
 
     def loop():
         while True:
             try:
-                done = maintain(engine)
+                done = maintain(engine, zone)
                 log.debug("rollup maintenance: %s", done)
             except (DatabaseUnavailable, sa.exc.DBAPIError) as exc:
                 log.warning("rollup maintenance failed, retrying in %s s: %s", interval_s, exc)
@@ -555,7 +589,7 @@ def start_maintenance(engine: Engine, interval_s: float) -> threading.Thread | N
 
 @dataclass(frozen=True)
 class WindowPlan:
-    """Where each part of a window is read from: UTC week, day and hour rows, raw ranges."""
+    """Where each part of a window is read from: week, day and hour rows (by start), raw ranges."""
 
     weeks: tuple[datetime, ...] = ()
     days: tuple[datetime, ...] = ()
@@ -580,9 +614,10 @@ def whole_hour_zone(tz: str, *instants: datetime) -> bool:
 
 
 def plan_window(start: datetime, end: datetime, covered_until: datetime, tz: str = "UTC",
-                bucket: str | None = None) -> WindowPlan:
-    """Split [start, end) into rollup rows and raw ranges so that each job is read once and,
-    when ``bucket`` is given, every rollup row lies inside one bucket of that size in ``tz``."""
+                bucket: str | None = None, zone: str = "UTC") -> WindowPlan:
+    """Split [start, end) into rollup rows (days and weeks of the rollup zone ``zone``) and raw
+    ranges so that each job is read once and, when ``bucket`` is given, every rollup row lies
+    inside one bucket of that size in ``tz``."""
     hs, he = ceil_hour(start), min(floor_hour(end), covered_until)
     if he <= hs:
         return WindowPlan(raw=((start, end),))
@@ -590,9 +625,9 @@ def plan_window(start: datetime, end: datetime, covered_until: datetime, tz: str
     rows: dict[str, list[datetime]] = {"week": [], "day": [], "hour": []}
     t = hs
     while t < he:
-        for grain, of in (("week", _week_of), ("day", _day_of), ("hour", floor_hour)):
-            stop = t + GRAINS[grain]
-            if t == of(t) and stop <= he and (
+        for grain in ("week", "day", "hour"):
+            stop = period_end(grain, t, zone)
+            if t == period_start(grain, t, zone) and stop <= he and (
                     grain == "hour" or bucket is None
                     or _bucket_key(t, bucket, tz) == _bucket_key(stop - HOUR, bucket, tz)):
                 rows[grain].append(t)
@@ -601,13 +636,25 @@ def plan_window(start: datetime, end: datetime, covered_until: datetime, tz: str
     return WindowPlan(weeks=tuple(rows["week"]), days=tuple(rows["day"]), hours=tuple(rows["hour"]), raw=raw)
 
 
-def covered_until(engine: Engine) -> datetime | None:
+@dataclass(frozen=True)
+class Coverage:
+    until: datetime   # every hour before it is in the rollup
+    zone: str         # of its day and week rows
+
+
+def coverage(engine: Engine) -> Coverage | None:
+    """How far the rollup reaches and the zone of its days, or None before its first refresh."""
     try:
-        row = read_row(engine, f"SELECT covered_until FROM {STATE} WHERE id = 1 AND version = :v",
+        row = read_row(engine, f"SELECT covered_until, zone FROM {STATE} WHERE id = 1 AND version = :v",
                        {"v": LAYOUT_VERSION})
     except sa.exc.ProgrammingError:  # no rollup tables yet, or of an older layout
         return None
-    return row["covered_until"] if row else None
+    return Coverage(row["covered_until"], row["zone"]) if row and row["covered_until"] else None
+
+
+def covered_until(engine: Engine) -> datetime | None:
+    cov = coverage(engine)
+    return cov.until if cov else None
 
 
 _EXACT_ONLY = contextvars.ContextVar("rollups_exact_only", default=False)
@@ -628,10 +675,10 @@ def usable_plan(engine: Engine, start: datetime, end: datetime, tz: str, bucket:
     """A plan when the rollup can answer this window, else None (use the exact queries)."""
     if _EXACT_ONLY.get() or robots or end - start <= EXACT_MAX_WINDOW or not whole_hour_zone(tz, start, end):
         return None
-    until = covered_until(engine)
-    if until is None or until < min(end, datetime.now(timezone.utc)) - MAX_LAG_BEHIND:
+    cov = coverage(engine)
+    if cov is None or cov.until < min(end, datetime.now(timezone.utc)) - MAX_LAG_BEHIND:
         return None
-    return plan_window(start, end, until, tz, bucket)
+    return plan_window(start, end, cov.until, tz, bucket, cov.zone)
 
 
 def _plan_params(plan: WindowPlan) -> dict:

@@ -100,7 +100,7 @@ def list_tokens():
 def refresh_rollups():
     """Bring the rollups up to date now (a first backfill of a long history takes minutes)."""
     while True:
-        done = _run(rollups.refresh)
+        done = _run(rollups.refresh, rollups.REFRESH_BUDGET_S, current().settings.rollup_timezone)
         if done.get("skipped"):
             raise click.ClickException("Another process is refreshing the rollups; try again later.")
         click.echo(f"{done['new_hours']} new hours, {done['dirty_hours']} changed hours; "
@@ -121,7 +121,7 @@ def reconcile_rollups():
 def rollup_status():
     found = _run(rollups.status)
     click.echo(f"covered until {found['covered_until']} (behind by {found['behind']}), "
-               f"reconciled at {found['reconciled_at']}, rows {found['rows']}")
+               f"reconciled at {found['reconciled_at']}, days and weeks of {found['zone']}, rows {found['rows']}")
 
 
 def register_admin_cli(server) -> None:

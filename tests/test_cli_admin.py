@@ -71,6 +71,7 @@ def test_rollup_commands(cli):
     assert re.search(r"\d+ new hours, 0 changed hours; covered until", refreshed.output)
     status = runner.invoke(args=["rollups", "status"]).output
     assert "covered until" in status and "'hour': 3, 'day': 3" in status  # one job in each
+    assert "days and weeks of UTC" in status
     assert runner.invoke(args=["rollups", "reconcile"]).output.strip() == "0 hours rebuilt."
 
 

@@ -93,37 +93,59 @@ def test_percentiles_from_bins_are_within_the_stated_bound(seed):
     assert rollups.percentiles_from_bins([], [], (0.5,)) == [None]
 
 
-def _covered(plan: rollups.WindowPlan) -> list[tuple[datetime, datetime]]:
-    parts = ([(w, w + timedelta(days=7)) for w in plan.weeks] + [(d, d + timedelta(days=1)) for d in plan.days]
+def _midnight_after(t: datetime, zone: str, days: int) -> datetime:
+    """Midnight ``days`` calendar days after the local date of ``t`` in ``zone``, in UTC."""
+    local = t.astimezone(ZoneInfo(zone)).date() + timedelta(days=days)
+    return datetime(local.year, local.month, local.day, tzinfo=ZoneInfo(zone)).astimezone(timezone.utc)
+
+
+def _covered(plan: rollups.WindowPlan, zone: str = "UTC") -> list[tuple[datetime, datetime]]:
+    parts = ([(w, _midnight_after(w, zone, 7)) for w in plan.weeks] + [(d, _midnight_after(d, zone, 1)) for d in plan.days]
              + [(h, h + timedelta(hours=1)) for h in plan.hours])
     return sorted(parts + list(plan.raw))
 
 
-@pytest.mark.parametrize("tz,bucket", [("UTC", "day"), ("Europe/Berlin", "day"), ("America/New_York", "week"),
-                                       ("UTC", None), ("Asia/Tokyo", "hour")])
-def test_a_plan_reads_every_instant_once_and_keeps_rollup_rows_inside_one_bucket(tz, bucket):
+@pytest.mark.parametrize("tz,bucket,zone", [
+    ("UTC", "day", "UTC"), ("Europe/Berlin", "day", "UTC"), ("America/New_York", "week", "UTC"),
+    ("UTC", None, "UTC"), ("Asia/Tokyo", "hour", "UTC"),
+    ("Europe/Berlin", "day", "Europe/Berlin"), ("Europe/Berlin", "week", "Europe/Berlin"),
+    ("UTC", "day", "Europe/Berlin"), ("America/New_York", None, "Europe/Berlin")])
+def test_a_plan_reads_every_instant_once_and_keeps_rollup_rows_inside_one_bucket(tz, bucket, zone):
     start = datetime(2026, 10, 20, 7, 25, tzinfo=timezone.utc)   # across the end of summer time
     end = datetime(2026, 11, 10, 16, 40, tzinfo=timezone.utc)
     covered_until = datetime(2026, 11, 10, 13, 0, tzinfo=timezone.utc)
-    plan = rollups.plan_window(start, end, covered_until, tz, bucket)
-    parts = _covered(plan)
+    plan = rollups.plan_window(start, end, covered_until, tz, bucket, zone)
+    parts = _covered(plan, zone)
     assert parts[0][0] == start and parts[-1][1] == end
     assert all(a[1] == b[0] for a, b in zip(parts, parts[1:]))       # no gap, no overlap
     assert plan.raw == ((start, datetime(2026, 10, 20, 8, tzinfo=timezone.utc)), (covered_until, end))
-    zone = ZoneInfo(tz)
+    viewer = ZoneInfo(tz)
     for lo, hi in parts:
-        first, last = lo.astimezone(zone), (hi - timedelta(microseconds=1)).astimezone(zone)
+        first, last = lo.astimezone(viewer), (hi - timedelta(microseconds=1)).astimezone(viewer)
         if bucket == "day":
             assert first.date() == last.date()
         elif bucket == "week":
             assert first.isocalendar()[:2] == last.isocalendar()[:2]
-    if tz == "UTC" and bucket in ("day", None):
+    for d in plan.days + plan.weeks:     # rows start at the rollup zone's midnight
+        assert d.astimezone(ZoneInfo(zone)).time() == datetime.min.time()
+    if zone == "UTC" and tz == "UTC" and bucket in ("day", None):
         # whole UTC days come from day rows, whole UTC weeks (Monday to Monday) from week rows
         weeks = (datetime(2026, 10, 26, tzinfo=timezone.utc), datetime(2026, 11, 2, tzinfo=timezone.utc))
         assert plan.weeks == (weeks if bucket is None else ())
         assert len(plan.days) + 7 * len(plan.weeks) == 20
-    if tz == "Europe/Berlin":
-        assert plan.days == plan.weeks == ()    # a UTC day straddles two Berlin days
+    if tz != zone and bucket == "day":
+        assert plan.days == plan.weeks == ()    # a day of one zone straddles two days of the other
+    if tz == zone == "Europe/Berlin":
+        # Berlin's whole days 21 October to 9 November come from day and week rows; 25 October
+        # (midnight at 22:00 UTC, summer time) has 25 hours and is one row.
+        assert datetime(2026, 10, 24, 22, tzinfo=timezone.utc) in plan.days
+        rows = _covered(rollups.WindowPlan(days=plan.days, weeks=plan.weeks), zone)
+        assert rows[0][0] == datetime(2026, 10, 20, 22, tzinfo=timezone.utc)
+        assert rows[-1][1] == datetime(2026, 11, 9, 23, tzinfo=timezone.utc)
+        assert len(plan.weeks) == (2 if bucket == "week" else 0)
+    if zone == "Europe/Berlin" and tz == "America/New_York" and bucket is None:
+        assert plan.weeks == (datetime(2026, 10, 25, 23, tzinfo=timezone.utc),
+                              datetime(2026, 11, 1, 23, tzinfo=timezone.utc))
 
 
 def test_zones_with_half_hour_offsets_and_short_windows_use_the_exact_queries(engine):
@@ -131,6 +153,19 @@ def test_zones_with_half_hour_offsets_and_short_windows_use_the_exact_queries(en
     assert not rollups.whole_hour_zone("Asia/Kolkata", now)
     assert rollups.usable_plan(engine, now - timedelta(days=7), now, "Asia/Kolkata", "day") is None
     assert rollups.usable_plan(engine, now - timedelta(hours=24), now, "UTC", "hour") is None
+
+
+@pytest.mark.parametrize("value,accepted", [("", "UTC"), ("Europe/Berlin", "Europe/Berlin"),
+                                            ("Asia/Kolkata", None), ("Mars/Olympus", None)])
+def test_the_rollup_zone_setting_takes_whole_hour_zones_only(monkeypatch, value, accepted):
+    from config import Settings
+
+    monkeypatch.setenv("FLEET_ROLLUP_TIMEZONE", value)
+    if accepted:
+        assert Settings.from_env().rollup_timezone == accepted
+    else:
+        with pytest.raises(SystemExit, match="FLEET_ROLLUP_TIMEZONE must be an IANA time zone"):
+            Settings.from_env()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -190,6 +225,33 @@ def test_daily_series_in_a_zone_counts_each_job_in_its_local_day(engine, history
     assert _close(row["p95_duration_ms"], np.percentile(mine, 95))
 
 
+def test_a_rollup_kept_in_the_viewers_zone_reads_whole_local_days(engine, history):
+    """FLEET_ROLLUP_TIMEZONE: a refresh in another zone rebuilds the rollup with that zone's days;
+    its viewers then read day rows, and viewers elsewhere still get every job in its own day."""
+    jobs, now = history
+    tz = "America/Los_Angeles"
+    assert rollups.status(engine)["zone"] == "UTC"
+    done = rollups.refresh(engine, zone=tz)
+    assert done["new_hours"] > 0 and not done["behind"]       # rebuilt from the raw rows
+    assert rollups.status(engine)["zone"] == tz
+    rollups.refresh(engine)                                    # no zone given: kept as it is
+    assert rollups.status(engine)["zone"] == tz
+    for viewer in (tz, "UTC"):
+        f = _filters(now, tz=viewer)
+        plan = rollups.usable_plan(engine, f.start, f.end, f.tz, f.bucket)
+        assert (len(plan.days) >= 5) == (viewer == tz)
+        series = an.time_series(engine, f)
+        zone = ZoneInfo(viewer)
+        expected = Counter(j["created"].astimezone(zone).date() for j in jobs)
+        got = {b.astimezone(zone).date(): n for b, n in zip(series["bucket"], series["total_jobs"]) if n}
+        assert got == dict(expected)
+        day = sorted(expected)[-2]
+        mine = [_ms(j) for j in jobs if j["created"].astimezone(zone).date() == day
+                and j["status"] in ("completed", "failed")]
+        row = series[[b.astimezone(zone).date() == day for b in series["bucket"]]].iloc[0]
+        assert _close(row["p95_duration_ms"], np.percentile(mine, 95))
+
+
 def test_workflow_stats_errors_and_weekly_throughput_from_the_rollup(engine, history):
     jobs, now = history
     f = _filters(now)
@@ -242,6 +304,20 @@ def test_late_completions_late_inserts_and_deletions_are_folded_in(engine, histo
     after = _fleet(engine, now)
     assert after["total_jobs"] == len(jobs)
     assert after["completed_jobs"] == before["completed_jobs"] + 1 - (jobs[0]["status"] == "completed")
+
+
+def test_a_rollup_of_an_older_layout_is_rebuilt(engine, history):
+    """Tables left by an earlier version (here: a state row without the zone) are dropped and
+    rebuilt; until then the reads take the exact path."""
+    jobs, now = history
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"ALTER TABLE {rollups.STATE} DROP COLUMN zone"))
+        conn.execute(sa.text(f"UPDATE {rollups.STATE} SET version = version - 1"))
+    assert rollups.coverage(engine) is None
+    assert an.duration_percentiles(engine, _filters(now))["exact"] is True
+    assert not rollups.refresh(engine)["behind"]
+    assert rollups.status(engine)["zone"] == "UTC"
+    assert _fleet(engine, now)["total_jobs"] == len(jobs)
 
 
 def test_concurrent_refreshes_do_not_double_count(engine):
