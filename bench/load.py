@@ -40,7 +40,8 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from bench.common import BENCH_DIR, DATA_DIR, RESULTS, database_url, db_name, parse_size, size_label, start_server
+from bench.common import (BENCH_DIR, DATA_DIR, RESULTS, VIEWER_TZ, database_url, db_name, parse_size, size_label,
+                          start_server)
 from bench.run import LOAD_BEGIN, LOAD_END
 
 log = logging.getLogger("bench")
@@ -70,7 +71,7 @@ class App:
         if not conf.exists():
             cmd += ["-w", "2", "-k", "gthread", "--threads", "8"]
         env = dict(os.environ, DATABASE_URL=url, FLEET_JWT_SECRET=secret, FLEET_SIMULATOR="0",
-                   FLEET_LOG_LEVEL="warning", FLEET_BIND=f"127.0.0.1:{port}")
+                   FLEET_LOG_LEVEL="warning", FLEET_BIND=f"127.0.0.1:{port}", FLEET_ROLLUP_TIMEZONE=VIEWER_TZ)
         env.pop("REDIS_URL", None)
         DATA_DIR.mkdir(parents=True, exist_ok=True)
         self.log_path = DATA_DIR / "gunicorn.log"

@@ -49,8 +49,8 @@ import sqlalchemy as sa
 
 from bench import naive, raw
 from bench.common import (
-    BENCH_DIR, DATA_DIR, RESULTS, database_exists, database_url, db_name, maintain_rollups, parse_sizes, read_meta,
-    server_facts, size_label, start_server,
+    BENCH_DIR, DATA_DIR, RESULTS, VIEWER_TZ, database_exists, database_url, db_name, maintain_rollups, parse_sizes,
+    read_meta, server_facts, size_label, start_server,
 )
 from data.db import make_engine
 
@@ -76,7 +76,7 @@ RAW_BUDGET_S = 10.0                  # stop repeating a raw query once it has us
 NAIVE_TIMEOUT_S = 900
 PAGE_SIZE = 50
 DEEP_PAGE = 5000
-TZ = "Europe/Berlin"
+TZ = VIEWER_TZ
 OFFLINE_AFTER = 90
 LOAD_BEGIN, LOAD_END = "<!-- load:begin -->", "<!-- load:end -->"
 
@@ -572,6 +572,15 @@ def plan(ctx: Context) -> list[Group]:
                                  + (" Windows over 48 hours read the rollups when they are current (see Accuracy)."
                                     if long_window else ""),
                             accuracy=functools.partial(rollup_accuracy, e, f) if long_window else None))
+
+    # The same 90 days seen from a zone whose days are not the rollups' (they keep VIEWER_TZ's).
+    other = "America/New_York"
+    f, _ = an.parse_filters({"range": "90d"}, default_tz=other, now=ctx.data_now)
+    groups.append(Group(f"Analytics page, 90 days (bucket {f.bucket}), viewer in {other}", naive_page=False,
+                        note=f"The rollups keep the days and weeks of {TZ} (FLEET_ROLLUP_TIMEZONE): a viewer "
+                             f"elsewhere reads hour rows where a local day does not hold whole {TZ} days.",
+                        cases=[Case(name, _qualified(getattr(an, name)), _call(getattr(an, name), e, f))
+                               for name in names if list(inspect.signature(getattr(an, name)).parameters)[1:2] == ["f"]]))
 
     # REST API and Prometheus (what their routes call beyond the pages' functions)
     api_names = [n for n in page_functions("data.analytics", "server/api.py")]
