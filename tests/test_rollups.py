@@ -197,6 +197,23 @@ def test_long_window_percentiles_and_counts_come_from_the_rollup(engine, history
         assert _close(by_wf.loc[wf, "p95_duration_ms"], np.percentile(mine, 95))
 
 
+def test_large_merges_sort_instead_of_counting_densely_with_the_same_answers(engine, history, monkeypatch):
+    """Histograms too large for one dense array of groups × bins are merged by sorting: the
+    answers are the same."""
+    from data import analytics_rollup
+
+    jobs, now = history
+    f = _filters(now, bucket="hour")
+    calls = [lambda: an.duration_percentiles(engine, f)["workflows"], lambda: an.time_series(engine, f),
+             lambda: an.duration_box_stats(engine, f), lambda: an.duration_histogram(engine, f)]
+    dense = [call() for call in calls]
+    monkeypatch.setattr(analytics_rollup, "DENSE_CELLS", 0)
+    for before, call in zip(dense, calls):
+        after = call()
+        assert len(after) >= 3
+        assert after.equals(before)
+
+
 def test_filters_and_duration_statuses_apply_to_the_rollup(engine, history):
     jobs, now = history
     f = _filters(now, environment="staging", workflow="wf-payroll", status="cancelled")
