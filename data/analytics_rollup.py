@@ -17,7 +17,7 @@ from sqlalchemy.engine import Engine
 
 from data import analytics as an
 from data import rollups
-from data.rollups import WindowPlan, bin_value_sql, percentiles_from_bins
+from data.rollups import WindowPlan, percentiles_from_bins
 
 _BUCKET = "date_trunc(:bucket, x.t, :tz)"
 # Merged histograms up to this many groups × bins are counted in one dense array (else sorted).
@@ -127,21 +127,12 @@ def percentiles(engine: Engine, f: an.AnalyticsFilters, plan: WindowPlan, by: tu
     row over all groups (its ``by`` columns None). As rollups.percentiles_from_bins: the order
     statistics around position (n - 1) × p, each at the middle of its bin, interpolated."""
     groups, group, bins, n = _merged(engine, f, plan, list(by), _group_cols(by), metric, with_total)
-    totals = np.bincount(group, weights=n, minlength=len(groups)).astype(np.int64)
-    cum = np.cumsum(n)
-    # Cells before each group's first (groups are contiguous in the cells, in order).
-    before = np.concatenate([[0], cum])[np.searchsorted(group, np.arange(len(groups)))]
-    values = rollups.bin_value(bins)
+    totals, values = rollups.grouped_percentiles(group, bins, n, len(groups), ps)
     has = totals > 0
     out = groups[has].drop(columns="workflow_name").reset_index(drop=True)
     out["timed"] = totals[has]
-    base, count = before[has], totals[has]
-    for p, name in zip(ps, names):
-        h = (count - 1) * float(p)
-        lo, hi = np.floor(h), np.ceil(h)
-        v_lo = values[np.searchsorted(cum, base + lo, side="right")]
-        v_hi = values[np.searchsorted(cum, base + hi, side="right")]
-        out[name] = v_lo + (h - lo) * (v_hi - v_lo)
+    for i, name in enumerate(names):
+        out[name] = values[has, i]
     return out
 
 

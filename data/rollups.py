@@ -170,27 +170,30 @@ def percentiles_from_bins(bins, counts, ps) -> list[float | None]:
     is interpolated between the two order statistics around it; each order statistic is taken
     at the middle of its bin. ``bins`` need not be sorted or unique."""
     bins = np.asarray(bins, dtype="int64")
-    counts = np.asarray(counts, dtype="int64")
-    total = int(counts.sum()) if len(counts) else 0
-    if total == 0:
-        return [None for _ in ps]
     order = np.argsort(bins, kind="stable")
-    bins, counts = bins[order], counts[order]
+    _, values = grouped_percentiles(np.zeros(len(bins), np.int64), bins[order],
+                                    np.asarray(counts, dtype="int64")[order], 1, ps)
+    return [None if math.isnan(v) else float(v) for v in values[0]]
+
+
+def grouped_percentiles(group: np.ndarray, bins: np.ndarray, counts: np.ndarray, groups: int,
+                        ps) -> tuple[np.ndarray, np.ndarray]:
+    """percentiles_from_bins for many histograms at once: cells sorted by ``group`` (0 ..
+    ``groups`` - 1) and then by bin. Returns each group's total and a groups × ps array of
+    percentiles (NaN where the total is 0)."""
+    totals = np.bincount(group, weights=counts, minlength=groups).astype(np.int64)
     cum = np.cumsum(counts)
-    values = bin_value(bins)
-    out = []
-    for p in ps:
-        h = (total - 1) * float(p)
-        lo, hi = math.floor(h), math.ceil(h)
-        v_lo = values[np.searchsorted(cum, lo, side="right")]
-        v_hi = values[np.searchsorted(cum, hi, side="right")]
-        out.append(float(v_lo + (h - lo) * (v_hi - v_lo)))
-    return out
-
-
-def bin_value_sql(b: str) -> str:
-    """SQL: bin_value() of the bin number ``b``."""
-    return f"(CASE WHEN {b} < 0 THEN 0 ELSE power({RATIO!r}, {b} + 0.5) END)"
+    # What the cells before each group's first hold (a group's cells are contiguous).
+    before = np.concatenate([[0], cum])[np.searchsorted(group, np.arange(groups))]
+    values = np.append(bin_value(bins), np.nan)   # the NaN answers the groups without cells
+    out = np.full((groups, len(ps)), np.nan)
+    for i, p in enumerate(ps):
+        h = np.maximum(totals - 1, 0) * float(p)
+        lo, hi = np.floor(h), np.ceil(h)
+        v_lo = values[np.where(totals > 0, np.searchsorted(cum, before + lo, side="right"), len(bins))]
+        v_hi = values[np.where(totals > 0, np.searchsorted(cum, before + hi, side="right"), len(bins))]
+        out[:, i] = v_lo + (h - lo) * (v_hi - v_lo)
+    return totals, out
 
 
 # ---------------------------------------------------------------------------------------------

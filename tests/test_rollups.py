@@ -93,6 +93,25 @@ def test_percentiles_from_bins_are_within_the_stated_bound(seed):
     assert rollups.percentiles_from_bins([], [], (0.5,)) == [None]
 
 
+def test_grouped_percentiles_answer_each_group_as_its_own_histogram():
+    rng = np.random.default_rng(5)
+    parts = [np.floor(np.log(rng.lognormal(np.log(v), 1.0, size=n)) / np.log(1.02)).astype(int)
+             for v, n in ((900, 400), (60_000, 3), (5, 1))]
+    ps = (0.5, 0.95, 1.0)
+    cells = [np.unique(b, return_counts=True) for b in parts]
+    # Group 1 has no cells: groups 0, 2, 3 hold the three samples.
+    group = np.concatenate([np.full(len(b), g) for g, (b, _) in zip((0, 2, 3), cells)])
+    bins = np.concatenate([b for b, _ in cells])
+    counts = np.concatenate([n for _, n in cells])
+    totals, values = rollups.grouped_percentiles(group, bins, counts, 4, ps)
+    assert totals.tolist() == [400, 0, 3, 1]
+    assert np.isnan(values[1]).all()
+    for g, sample in zip((0, 2, 3), parts):
+        values_ms = rollups.bin_value(sample)
+        for p, got in zip(ps, values[g]):
+            assert got == pytest.approx(np.percentile(values_ms, p * 100), rel=1e-12)
+
+
 def _midnight_after(t: datetime, zone: str, days: int) -> datetime:
     """Midnight ``days`` calendar days after the local date of ``t`` in ``zone``, in UTC."""
     local = t.astimezone(ZoneInfo(zone)).date() + timedelta(days=days)
