@@ -5,6 +5,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from data.timeutil import valid_rollup_zone
+
 PROJECT_DIR = Path(__file__).resolve().parent
 
 
@@ -40,8 +42,6 @@ def _targets(name: str) -> dict:
 
 
 def _rollup_zone(name: str) -> str:
-    from data.rollups import valid_rollup_zone
-
     zone = os.environ.get(name, "").strip() or "UTC"
     if not valid_rollup_zone(zone):
         raise SystemExit(f"Setting {name} must be an IANA time zone whose offset from UTC is a whole number "

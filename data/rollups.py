@@ -66,6 +66,7 @@ from sqlalchemy.engine import Engine
 from data.db import _UNAVAILABLE, DatabaseUnavailable, _translate, json_number, read_row
 from data.errors import error_type_sql
 from data.schema import APP_SCHEMA
+from data.timeutil import whole_hour_zone
 
 log = logging.getLogger(__name__)
 
@@ -378,17 +379,6 @@ def _midnight(day, zone: str) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=ZoneInfo(zone)).astimezone(timezone.utc)
 
 
-def valid_rollup_zone(zone: str) -> bool:
-    """True for an IANA zone whose offset from UTC is a whole number of hours over the years
-    around now (its days are then made of whole UTC hours)."""
-    try:
-        ZoneInfo(zone)
-    except (ValueError, KeyError, OSError):
-        return False
-    now = datetime.now(timezone.utc)
-    return whole_hour_zone(zone, *(now + timedelta(days=d) for d in range(-730, 731, 7)))
-
-
 def floor_hour(t: datetime) -> datetime:
     return t.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
 
@@ -607,13 +597,6 @@ def _bucket_key(t: datetime, bucket: str, tz: str):
     if bucket == "week":
         return local.date() - timedelta(days=local.weekday())
     return (local.date(), local.hour)
-
-
-def whole_hour_zone(tz: str, *instants: datetime) -> bool:
-    """True when the zone's offset is a whole number of hours at each instant (an hour of UTC
-    then never straddles a local day or week boundary)."""
-    zone = ZoneInfo(tz)
-    return all(t.astimezone(zone).utcoffset().total_seconds() % 3600 == 0 for t in instants)
 
 
 def plan_window(start: datetime, end: datetime, covered_until: datetime, tz: str = "UTC",
