@@ -23,6 +23,9 @@ the app's own schema:
     seconds at concurrency capped at c (c at most the array's length; robots that ran in the day
     only), so a 90-day window reads 90 rows per robot instead of 2,160, one element each.
 
+``fleet_monitor.robot_weekly`` (robot_id, week): the same per whole UTC week (Monday to Monday),
+    summed from the day rows, so that 90-day window reads 13 rows per robot.
+
 ``fleet_monitor.robot_fleet_hourly`` (hour, environment, capacity): per UTC hour, the capped
     busy seconds (busy[1] + … + busy[c]) summed over the robots of one environment and capacity,
     and the hour's longest job (``max_dur``): the hour-of-week heatmap of the fleet or of one
@@ -41,7 +44,7 @@ the app's own schema:
 ``fleet_monitor.robot_rollup_state`` (one row)
     ``lo`` and ``watermark`` (UTC hours): the rollup holds every hour in [lo, watermark).
 
-Readers take whole hours (and whole UTC days) inside [lo, watermark) from the rollup and read the
+Readers take whole hours (and whole UTC days and weeks) inside [lo, watermark) from the rollup and read the
 raw rows only for the partial hours at a window's edges and for the time after the watermark
 (under an hour plus ``LAG``), so the numbers equal the raw computation. Before the first refresh
 (or while the backfill has not reached back far enough) they return None and the caller reads the
@@ -100,7 +103,7 @@ from data.schema import APP_SCHEMA
 
 log = logging.getLogger(__name__)
 
-VERSION = 3
+VERSION = 4
 RETENTION = timedelta(days=400)   # analytics windows reach a year back; the job history may be shorter
 RECENT = timedelta(days=8)        # what the fleet list reads (7 days and the edge hours)
 STEP = timedelta(days=1)          # hours of history one backfill transaction computes
@@ -117,9 +120,23 @@ HOURLY = f"{APP_SCHEMA}.robot_hourly"
 KEYS = f"{APP_SCHEMA}.robot_hour_keys"
 STATE = f"{APP_SCHEMA}.robot_rollup_state"
 DAILY = f"{APP_SCHEMA}.robot_daily"
+WEEKLY = f"{APP_SCHEMA}.robot_weekly"
 FLEET = f"{APP_SCHEMA}.robot_fleet_hourly"
 MEMBERS = f"{APP_SCHEMA}.robot_rollup_members"
 DAY = timedelta(days=1)
+WEEK = timedelta(days=7)
+_WEEK_ORIGIN = datetime(2000, 1, 3, tzinfo=timezone.utc)   # a Monday
+
+
+def _span_ddl(table: str, column: str) -> str:
+    """A table of per-robot sums over a span of whole UTC days (robot_daily, robot_weekly)."""
+    return f"""CREATE TABLE IF NOT EXISTS {table} (
+            {column} timestamptz NOT NULL,
+            robot_id text NOT NULL,
+            busy float8[] NOT NULL,
+            PRIMARY KEY ({column}, robot_id)
+        )"""
+
 
 _DDL = [
     f"CREATE SCHEMA IF NOT EXISTS {APP_SCHEMA}",
@@ -141,12 +158,8 @@ _DDL = [
         )""",
     f"CREATE INDEX IF NOT EXISTS robot_hour_keys_ids ON {KEYS} USING gin (id_keys)",
     f"CREATE INDEX IF NOT EXISTS robot_hourly_robot ON {HOURLY} (robot_id, hour)",
-    f"""CREATE TABLE IF NOT EXISTS {DAILY} (
-            day timestamptz NOT NULL,
-            robot_id text NOT NULL,
-            busy float8[] NOT NULL,
-            PRIMARY KEY (day, robot_id)
-        )""",
+    _span_ddl(DAILY, "day"),
+    _span_ddl(WEEKLY, "week"),
     f"""CREATE TABLE IF NOT EXISTS {FLEET} (
             hour timestamptz NOT NULL,
             environment text,
@@ -418,6 +431,39 @@ def _rebuild_days(conn: Connection, a: datetime, b: datetime, watermark: datetim
         SELECT p.day, p.robot_id, coalesce(arr.busy, '{{}}')
         FROM (SELECT DISTINCT day, robot_id FROM h) p LEFT JOIN arr USING (day, robot_id)
         """), params)
+    _rebuild_weeks(conn, da, db, watermark, robot_ids)
+
+
+def _rebuild_weeks(conn: Connection, a: datetime, b: datetime, watermark: datetime,
+                   robot_ids: list[str] | None = None) -> None:
+    """Week rows (Monday to Monday, UTC) meeting [a, b) that end by the watermark, from their
+    day rows: a cumulative array summed level by level, a day's last level standing for the
+    levels above it (no time at a higher concurrency). Partial below ``lo`` like the days."""
+    wa = _floor_week(a)
+    wb = min(_ceil_week(b), _floor_week(watermark))
+    if wb <= wa:
+        return
+    params: dict = {"a": wa, "b": wb, "origin": _WEEK_ORIGIN}
+    rf = ""
+    if robot_ids is not None:
+        params["ids"] = list(robot_ids)
+        rf = "AND robot_id = ANY(CAST(:ids AS text[]))"
+    conn.execute(sa.text(f"DELETE FROM {WEEKLY} WHERE week >= :a AND week < :b {rf}"), params)
+    conn.execute(sa.text(f"""
+        WITH d AS (
+            SELECT date_bin('7 days', day, CAST(:origin AS timestamptz)) AS week, robot_id, busy FROM {DAILY}
+            WHERE day >= :a AND day < :b {rf}
+        ),
+        k AS (SELECT week, robot_id, max(cardinality(busy)) AS n FROM d GROUP BY 1, 2),
+        lv AS (
+            SELECT d.week, d.robot_id, g.i, sum(coalesce(d.busy[least(g.i, cardinality(d.busy))], 0)) AS s
+            FROM d JOIN k USING (week, robot_id) CROSS JOIN LATERAL generate_series(1, k.n) AS g(i)
+            GROUP BY 1, 2, 3
+        )
+        INSERT INTO {WEEKLY} (week, robot_id, busy)
+        SELECT k.week, k.robot_id, coalesce(array_agg(lv.s ORDER BY lv.i) FILTER (WHERE lv.i IS NOT NULL), '{{}}')
+        FROM k LEFT JOIN lv USING (week, robot_id) GROUP BY 1, 2
+        """), params)
 
 
 def _rebuild_fleet(conn: Connection, a: datetime, b: datetime) -> None:
@@ -474,6 +520,15 @@ def _floor_day(ts: datetime) -> datetime:
 def _ceil_day(ts: datetime) -> datetime:
     floor = _floor_day(ts)
     return floor if floor == ts else floor + DAY
+
+
+def _floor_week(ts: datetime) -> datetime:
+    return _WEEK_ORIGIN + WEEK * ((ts - _WEEK_ORIGIN) // WEEK)
+
+
+def _ceil_week(ts: datetime) -> datetime:
+    floor = _floor_week(ts)
+    return floor if floor == ts else floor + WEEK
 
 
 def _target_lo(conn: Connection, now: datetime, watermark: datetime) -> datetime:
@@ -536,11 +591,9 @@ def _refresh_recent(engine: Engine, now: datetime | None) -> dict:
             started = conn.execute(sa.text("SELECT clock_timestamp()")).scalar()
             if now is None:
                 now = conn.execute(sa.text("SELECT now()")).scalar()
-            present = conn.execute(sa.text("SELECT to_regclass(:s) IS NOT NULL AND to_regclass(:h) IS NOT NULL "
-                                           "AND to_regclass(:k) IS NOT NULL AND to_regclass(:d) IS NOT NULL "
-                                           "AND to_regclass(:f) IS NOT NULL AND to_regclass(:m) IS NOT NULL"),
-                                   {"s": STATE, "h": HOURLY, "k": KEYS, "d": DAILY, "f": FLEET, "m": MEMBERS}
-                                   ).scalar()
+            tables = (STATE, HOURLY, KEYS, DAILY, WEEKLY, FLEET, MEMBERS)
+            present = conn.execute(sa.text("SELECT bool_and(to_regclass(t) IS NOT NULL) FROM unnest(CAST(:t AS text[])) t"),
+                                   {"t": list(tables)}).scalar()
             if not present:
                 ensure_tables(conn)
             state = conn.execute(sa.text(f"SELECT version, lo, watermark FROM {STATE} WHERE id = 1 FOR UPDATE")
@@ -550,7 +603,7 @@ def _refresh_recent(engine: Engine, now: datetime | None) -> dict:
             out = {"dirty": 0, "rebased": 0}
             if state is None or state["version"] != VERSION or state["watermark"] <= retention_lo:
                 # From scratch: an empty range at the watermark; backfill steps extend it back.
-                for table in (HOURLY, KEYS, DAILY, FLEET, MEMBERS):
+                for table in (HOURLY, KEYS, DAILY, WEEKLY, FLEET, MEMBERS):
                     conn.execute(sa.text(f"DELETE FROM {table}"))
                 lo = watermark
                 out.update(recomputed=(watermark, watermark), reset=True)
@@ -572,6 +625,7 @@ def _refresh_recent(engine: Engine, now: datetime | None) -> dict:
                 for table in (HOURLY, KEYS, FLEET):
                     conn.execute(sa.text(f"DELETE FROM {table} WHERE hour < :lo"), {"lo": lo})
                 conn.execute(sa.text(f"DELETE FROM {DAILY} WHERE day + interval '1 day' <= :lo"), {"lo": lo})
+                conn.execute(sa.text(f"DELETE FROM {WEEKLY} WHERE week + interval '7 days' <= :lo"), {"lo": lo})
                 out.update(recomputed=(r1, watermark), dirty=len(dirty))
             _save_state(conn, lo, watermark)
             target = _target_lo(conn, now, watermark)
@@ -893,8 +947,8 @@ def _bound(conn: Connection, h: datetime, t: datetime, w: datetime) -> datetime 
 def utilization_from_rollup(engine: Engine, robot_ids: list[str] | None, environment: str | None,
                             start: datetime, end: datetime, tz: str | None = None) -> pd.DataFrame | None:
     """data.robots.utilization (tz None) or utilization_by_hour_of_week (tz given) over
-    [start, min(end, now())) with the same columns and values, from the rollup: whole UTC days
-    from the day rows, the other whole hours from the hour rows (per robot) or the fleet rows
+    [start, min(end, now())) with the same columns and values, from the rollup: whole UTC weeks
+    and days from the week and day rows, the other whole hours from the hour rows (per robot) or the fleet rows
     (fleet-wide or per environment, with the robots whose environment or capacity changed since
     corrected from their hour rows), the partial hours at the edges and the time after the
     watermark from the raw rows. None when the rollup cannot answer (not refreshed yet, under
@@ -941,7 +995,11 @@ def _per_robot_sql(rf_caps: str, rfc, mf: str, r0: datetime, r1: datetime, param
     hour_ranges = [(r0, d0), (d1, r1)] if d0 < d1 else [(r0, r1)]
     if d0 >= d1:
         d0 = d1 = r0
-    params.update(d0=d0, d1=d1)
+    # Whole weeks from the week rows, the other whole days from the day rows.
+    wk0, wk1 = _ceil_week(d0), _floor_week(d1)
+    if wk0 >= wk1:
+        wk0 = wk1 = d1
+    params.update(d0=d0, d1=d1, wk0=wk0, wk1=wk1)
     conds = []
     for i, (a, b) in enumerate(hour_ranges):
         if b > a:
@@ -951,7 +1009,10 @@ def _per_robot_sql(rf_caps: str, rfc, mf: str, r0: datetime, r1: datetime, param
     return f"""
     WITH {_common_ctes(rf_caps, rfc, hourly_marks=False)},
     roll AS (
-        SELECT robot_id, busy, true AS cumulative FROM {DAILY} WHERE day >= :d0 AND day < :d1 {rfc("robot_id")}
+        SELECT robot_id, busy, true AS cumulative FROM {WEEKLY} WHERE week >= :wk0 AND week < :wk1 {rfc("robot_id")}
+        UNION ALL
+        SELECT robot_id, busy, true FROM {DAILY}
+        WHERE ((day >= :d0 AND day < :wk0) OR (day >= :wk1 AND day < :d1)) {rfc("robot_id")}
         UNION ALL
         SELECT robot_id, busy, false FROM {HOURLY} WHERE ({hour_cond}) AND busy IS NOT NULL {rfc("robot_id")}
     ),

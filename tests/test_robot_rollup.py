@@ -430,7 +430,7 @@ def history(engine):
 
 def test_long_windows_from_the_rollup_equal_arithmetic_and_raw(engine, history):
     out = rr.refresh(engine)
-    assert not out["behind"] and out["backfilled"] > 24 * 35
+    assert not out["behind"] and out["backfilled"] >= 24 * 35   # 35 days back to the oldest job
     now, day = utcnow(), history["day"]
     # 40 days to now, starting inside an hour; DST (New York) and whole-hour zones from the
     # rollup, half-hour zones from the raw rows.
@@ -458,6 +458,7 @@ def test_rollup_day_and_fleet_rows_add_up_the_hours(engine, history):
         hourly = pd.DataFrame(conn.execute(sa.text(
             f"SELECT robot_id, hour, busy FROM {rr.HOURLY} WHERE busy IS NOT NULL")).mappings().all())
         daily = pd.DataFrame(conn.execute(sa.text(f"SELECT robot_id, day, busy FROM {rr.DAILY}")).mappings().all())
+        weekly = pd.DataFrame(conn.execute(sa.text(f"SELECT robot_id, week, busy FROM {rr.WEEKLY}")).mappings().all())
         fleet = pd.DataFrame(conn.execute(sa.text(
             f"SELECT hour, environment, capacity, busy FROM {rr.FLEET}")).mappings().all())
         cov = rr.coverage(conn)
@@ -475,6 +476,18 @@ def test_rollup_day_and_fleet_rows_add_up_the_hours(engine, history):
         sums = [sum(x[k] for x in hours if len(x) > k) for k in range(width)]
         assert list(row.busy) == pytest.approx([sum(sums[:k + 1]) for k in range(width)])
         assert pd.Timestamp(row.day) + pd.Timedelta(days=1) <= pd.Timestamp(cov.watermark)
+    # Every week row (Monday to Monday) is the same over its hours; the history spans 5 whole weeks.
+    hourly["week"] = hourly.day - pd.to_timedelta(hourly.day.dt.dayofweek, unit="D")
+    assert len({w for w in weekly.week if pd.Timestamp(w) >= pd.Timestamp(cov.lo)}) >= 4
+    for row in weekly.itertuples():
+        assert pd.Timestamp(row.week).dayofweek == 0
+        if pd.Timestamp(row.week) < pd.Timestamp(cov.lo):
+            continue   # partial below the rollup's start, never read
+        hours = hourly[(hourly.robot_id == row.robot_id) & (hourly.week == pd.Timestamp(row.week))].busy
+        width = max((len(x) for x in hours), default=0)
+        sums = [sum(x[k] for x in hours if len(x) > k) for k in range(width)]
+        assert list(row.busy) == pytest.approx([sum(sums[:k + 1]) for k in range(width)])
+        assert pd.Timestamp(row.week) + pd.Timedelta(days=7) <= pd.Timestamp(cov.watermark)
     # Fleet rows: capped by each robot's capacity, grouped by environment.
     caps = {r: c for r, (c, _) in history["robots"].items()}
     hourly["capped"] = [sum(x[:caps.get(r, 1)]) for r, x in zip(hourly.robot_id, hourly.busy)]
@@ -547,3 +560,4 @@ def test_late_changes_in_long_windows(engine, history):
     for env in (None, "staging"):
         _check_window(engine, history, start, end, env=env, tzs=("UTC", "America/New_York"))
     _check_window(engine, history, start, end, ids=["a", "c"])
+
