@@ -401,6 +401,19 @@ MISMATCH_SQL = f"""
     WHERE m.environment IS DISTINCT FROM r.environment OR m.capacity <> coalesce(r.capacity, 1)"""
 
 
+def _clear_span(conn: Connection, table: str, column: str, a: datetime, b: datetime,
+                robot_ids: list[str] | None) -> tuple[dict, str]:
+    """Delete the day or week rows starting in [a, b) (of `robot_ids` when given); returns the
+    parameters and the robot filter for rebuilding them."""
+    params: dict = {"a": a, "b": b}
+    rf = ""
+    if robot_ids is not None:
+        params["ids"] = list(robot_ids)
+        rf = "AND robot_id = ANY(CAST(:ids AS text[]))"
+    conn.execute(sa.text(f"DELETE FROM {table} WHERE {column} >= :a AND {column} < :b {rf}"), params)
+    return params, rf
+
+
 def _rebuild_days(conn: Connection, a: datetime, b: datetime, watermark: datetime,
                   robot_ids: list[str] | None = None) -> None:
     """Day rows (level sums of the day's hours) of the UTC days meeting [a, b) that end by the
@@ -410,12 +423,7 @@ def _rebuild_days(conn: Connection, a: datetime, b: datetime, watermark: datetim
     db = min(_ceil_day(b), _floor_day(watermark))
     if db <= da:
         return
-    params: dict = {"a": da, "b": db}
-    rf = ""
-    if robot_ids is not None:
-        params["ids"] = list(robot_ids)
-        rf = "AND robot_id = ANY(CAST(:ids AS text[]))"
-    conn.execute(sa.text(f"DELETE FROM {DAILY} WHERE day >= :a AND day < :b {rf}"), params)
+    params, rf = _clear_span(conn, DAILY, "day", da, db, robot_ids)
     conn.execute(sa.text(f"""
         WITH h AS (
             SELECT date_bin('1 day', hour, {_ORIGIN}) AS day, robot_id, busy FROM {HOURLY}
@@ -443,12 +451,8 @@ def _rebuild_weeks(conn: Connection, a: datetime, b: datetime, watermark: dateti
     wb = min(_ceil_week(b), _floor_week(watermark))
     if wb <= wa:
         return
-    params: dict = {"a": wa, "b": wb, "origin": _WEEK_ORIGIN}
-    rf = ""
-    if robot_ids is not None:
-        params["ids"] = list(robot_ids)
-        rf = "AND robot_id = ANY(CAST(:ids AS text[]))"
-    conn.execute(sa.text(f"DELETE FROM {WEEKLY} WHERE week >= :a AND week < :b {rf}"), params)
+    params, rf = _clear_span(conn, WEEKLY, "week", wa, wb, robot_ids)
+    params["origin"] = _WEEK_ORIGIN
     conn.execute(sa.text(f"""
         WITH d AS (
             SELECT date_bin('7 days', day, CAST(:origin AS timestamptz)) AS week, robot_id, busy FROM {DAILY}
