@@ -96,12 +96,13 @@ JOBS = f"{APP_SCHEMA}.job_rollup"
 ERRORS = f"{APP_SCHEMA}.error_rollup"
 STATE = f"{APP_SCHEMA}.rollup_state"
 
+# The leading key columns both rollup tables share.
+_PERIOD_KEY = ("grain text NOT NULL CHECK (grain IN ('hour', 'day', 'week')), period_start timestamptz NOT NULL, "
+               "workflow_id text NOT NULL, environment text NOT NULL")
+
 TABLES = [
     f"""CREATE TABLE IF NOT EXISTS {JOBS} (
-            grain text NOT NULL CHECK (grain IN ('hour', 'day', 'week')),
-            period_start timestamptz NOT NULL,
-            workflow_id text NOT NULL,
-            environment text NOT NULL,
+            {_PERIOD_KEY},
             status text NOT NULL,
             workflow_name text,
             jobs bigint NOT NULL,
@@ -120,10 +121,7 @@ TABLES = [
             PRIMARY KEY (grain, period_start, workflow_id, environment, status)
         )""",
     f"""CREATE TABLE IF NOT EXISTS {ERRORS} (
-            grain text NOT NULL CHECK (grain IN ('hour', 'day', 'week')),
-            period_start timestamptz NOT NULL,
-            workflow_id text NOT NULL,
-            environment text NOT NULL,
+            {_PERIOD_KEY},
             error_type text NOT NULL,
             message text NOT NULL,
             workflow_name text,
