@@ -87,6 +87,7 @@ hours stay as they were counted until they fall out of the retention window.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -585,87 +586,95 @@ def refresh(engine: Engine, *, now: datetime | None = None, budget_s: float = BA
     return out
 
 
-def _refresh_recent(engine: Engine, now: datetime | None) -> dict:
-    """One transaction: start afresh (new table layout), or recompute the recheck range and the
-    dirty hours, advance the watermark and drop hours older than RETENTION."""
+@contextlib.contextmanager
+def _locked(engine: Engine, now: datetime | None):
+    """A transaction holding the rollup's lock: yields (connection, its clock at the start, now:
+    `now` or the database's), or None when another process holds the lock. Connection failures
+    read as data.db.DatabaseUnavailable."""
     try:
         with engine.begin() as conn:
             if not _begin_locked(conn):
-                return {"skipped": "locked"}
+                yield None
+                return
             started = conn.execute(sa.text("SELECT clock_timestamp()")).scalar()
             if now is None:
                 now = conn.execute(sa.text("SELECT now()")).scalar()
-            tables = (STATE, HOURLY, KEYS, DAILY, WEEKLY, FLEET, MEMBERS)
-            present = conn.execute(sa.text("SELECT bool_and(to_regclass(t) IS NOT NULL) FROM unnest(CAST(:t AS text[])) t"),
-                                   {"t": list(tables)}).scalar()
-            if not present:
-                ensure_tables(conn)
-            state = conn.execute(sa.text(f"SELECT version, lo, watermark FROM {STATE} WHERE id = 1 FOR UPDATE")
-                                 ).mappings().first()
-            watermark = floor_hour(now - LAG)
-            retention_lo = floor_hour(now - RETENTION)
-            out = {"dirty": 0, "rebased": 0}
-            if state is None or state["version"] != VERSION or state["watermark"] <= retention_lo:
-                # From scratch: an empty range at the watermark; backfill steps extend it back.
-                for table in (HOURLY, KEYS, DAILY, WEEKLY, FLEET, MEMBERS):
-                    conn.execute(sa.text(f"DELETE FROM {table}"))
-                lo = watermark
-                out.update(recomputed=(watermark, watermark), reset=True)
-            else:
-                lo, old = max(state["lo"], retention_lo), state["watermark"]
-                r1 = max(lo, min(old, watermark) - RECHECK)
-                dirty = _dirty(conn, lo, r1, old - DLQ_LOOKBACK)
-                fleet_hours = []
-                for (a, b), robots in _ranges(dirty).items():
-                    _recompute(conn, a, b, robots, cmax=watermark)
-                    _rebuild_days(conn, a, b, watermark, robots)
-                    fleet_hours.append((a, b))
-                _recompute(conn, r1, watermark)
-                _rebuild_days(conn, r1, watermark, watermark)
-                fleet_hours.append((r1, watermark))
-                for a, b in _merge(fleet_hours):
-                    _rebuild_fleet(conn, a, b)
-                out["rebased"] = _rebase(conn)
-                for table in (HOURLY, KEYS, FLEET):
-                    conn.execute(sa.text(f"DELETE FROM {table} WHERE hour < :lo"), {"lo": lo})
-                conn.execute(sa.text(f"DELETE FROM {DAILY} WHERE day + interval '1 day' <= :lo"), {"lo": lo})
-                conn.execute(sa.text(f"DELETE FROM {WEEKLY} WHERE week + interval '7 days' <= :lo"), {"lo": lo})
-                out.update(recomputed=(r1, watermark), dirty=len(dirty))
-            _save_state(conn, lo, watermark)
-            target = _target_lo(conn, now, watermark)
-            out.update(lo=lo, watermark=watermark, behind=lo > target, seconds=_elapsed(conn, started))
-            return out
+            yield conn, started, now
     except _UNAVAILABLE as exc:
         raise _translate(exc, engine) from exc
+
+
+def _refresh_recent(engine: Engine, now: datetime | None) -> dict:
+    """One transaction: start afresh (new table layout), or recompute the recheck range and the
+    dirty hours, advance the watermark and drop hours older than RETENTION."""
+    with _locked(engine, now) as held:
+        if held is None:
+            return {"skipped": "locked"}
+        conn, started, now = held
+        tables = (STATE, HOURLY, KEYS, DAILY, WEEKLY, FLEET, MEMBERS)
+        present = conn.execute(sa.text("SELECT bool_and(to_regclass(t) IS NOT NULL) FROM unnest(CAST(:t AS text[])) t"),
+                               {"t": list(tables)}).scalar()
+        if not present:
+            ensure_tables(conn)
+        state = conn.execute(sa.text(f"SELECT version, lo, watermark FROM {STATE} WHERE id = 1 FOR UPDATE")
+                             ).mappings().first()
+        watermark = floor_hour(now - LAG)
+        retention_lo = floor_hour(now - RETENTION)
+        out = {"dirty": 0, "rebased": 0}
+        if state is None or state["version"] != VERSION or state["watermark"] <= retention_lo:
+            # From scratch: an empty range at the watermark; backfill steps extend it back.
+            for table in (HOURLY, KEYS, DAILY, WEEKLY, FLEET, MEMBERS):
+                conn.execute(sa.text(f"DELETE FROM {table}"))
+            lo = watermark
+            out.update(recomputed=(watermark, watermark), reset=True)
+        else:
+            lo, old = max(state["lo"], retention_lo), state["watermark"]
+            r1 = max(lo, min(old, watermark) - RECHECK)
+            dirty = _dirty(conn, lo, r1, old - DLQ_LOOKBACK)
+            fleet_hours = []
+            for (a, b), robots in _ranges(dirty).items():
+                _recompute(conn, a, b, robots, cmax=watermark)
+                _rebuild_days(conn, a, b, watermark, robots)
+                fleet_hours.append((a, b))
+            _recompute(conn, r1, watermark)
+            _rebuild_days(conn, r1, watermark, watermark)
+            fleet_hours.append((r1, watermark))
+            for a, b in _merge(fleet_hours):
+                _rebuild_fleet(conn, a, b)
+            out["rebased"] = _rebase(conn)
+            for table in (HOURLY, KEYS, FLEET):
+                conn.execute(sa.text(f"DELETE FROM {table} WHERE hour < :lo"), {"lo": lo})
+            conn.execute(sa.text(f"DELETE FROM {DAILY} WHERE day + interval '1 day' <= :lo"), {"lo": lo})
+            conn.execute(sa.text(f"DELETE FROM {WEEKLY} WHERE week + interval '7 days' <= :lo"), {"lo": lo})
+            out.update(recomputed=(r1, watermark), dirty=len(dirty))
+        _save_state(conn, lo, watermark)
+        target = _target_lo(conn, now, watermark)
+        out.update(lo=lo, watermark=watermark, behind=lo > target, seconds=_elapsed(conn, started))
+        return out
 
 
 def _backfill_step(engine: Engine, now: datetime | None) -> dict:
     """One transaction: compute the STEP of history just below ``lo`` (every robot)."""
-    try:
-        with engine.begin() as conn:
-            if not _begin_locked(conn):
-                return {"skipped": "locked"}
-            started = conn.execute(sa.text("SELECT clock_timestamp()")).scalar()
-            if now is None:
-                now = conn.execute(sa.text("SELECT now()")).scalar()
-            state = conn.execute(sa.text(f"SELECT version, lo, watermark FROM {STATE} WHERE id = 1 FOR UPDATE")
-                                 ).mappings().first()
-            if state is None or state["version"] != VERSION:
-                return {"skipped": "no state"}
-            lo, watermark = state["lo"], state["watermark"]
-            target = _target_lo(conn, now, watermark)
-            if lo <= target:
-                return {"lo": lo, "behind": False, "hours": 0, "seconds": 0.0}
-            a = max(target, lo - STEP)
-            # Jobs that finished in a rollup hour H >= lo started at most max_dur(H) before it.
-            _recompute(conn, a, lo, cmax=_bound(conn, lo, lo, watermark) or lo, w=watermark)
-            _rebuild_days(conn, a, lo, watermark)
-            _rebuild_fleet(conn, a, lo)
-            _save_state(conn, a, watermark)
-            return {"lo": a, "behind": a > target, "hours": int((lo - a) / HOUR),
-                    "seconds": _elapsed(conn, started)}
-    except _UNAVAILABLE as exc:
-        raise _translate(exc, engine) from exc
+    with _locked(engine, now) as held:
+        if held is None:
+            return {"skipped": "locked"}
+        conn, started, now = held
+        state = conn.execute(sa.text(f"SELECT version, lo, watermark FROM {STATE} WHERE id = 1 FOR UPDATE")
+                             ).mappings().first()
+        if state is None or state["version"] != VERSION:
+            return {"skipped": "no state"}
+        lo, watermark = state["lo"], state["watermark"]
+        target = _target_lo(conn, now, watermark)
+        if lo <= target:
+            return {"lo": lo, "behind": False, "hours": 0, "seconds": 0.0}
+        a = max(target, lo - STEP)
+        # Jobs that finished in a rollup hour H >= lo started at most max_dur(H) before it.
+        _recompute(conn, a, lo, cmax=_bound(conn, lo, lo, watermark) or lo, w=watermark)
+        _rebuild_days(conn, a, lo, watermark)
+        _rebuild_fleet(conn, a, lo)
+        _save_state(conn, a, watermark)
+        return {"lo": a, "behind": a > target, "hours": int((lo - a) / HOUR),
+                "seconds": _elapsed(conn, started)}
 
 
 def _ranges(dirty: pd.DataFrame) -> dict[tuple[datetime, datetime], list[str]]:
@@ -843,32 +852,42 @@ def work_stats_sql(cov: Coverage, now: datetime, today_start: datetime, dmax_s: 
     return sql, params
 
 
-def work_stats(engine: Engine, tz: str, max_robots: int) -> pd.DataFrame | None:
-    """robot_work_stats() from the rollup, or None when the rollup has not run yet (or does not
-    cover the window), in which case the caller reads the raw rows. One REPEATABLE READ
-    transaction: the state and the rows it describes are read from one snapshot."""
+@contextlib.contextmanager
+def _snapshot(engine: Engine):
+    """A REPEATABLE READ transaction, so the rollup's state and the rows it describes come from one
+    snapshot: yields (connection, coverage), or None before the first refresh. Connection
+    failures read as data.db.DatabaseUnavailable."""
     try:
         with engine.connect() as conn:
             conn = conn.execution_options(isolation_level="REPEATABLE READ")
             with conn.begin():
                 cov = coverage(conn)
-                if cov is None:
-                    return None
-                row = conn.execute(sa.text(
-                    "SELECT now() AS now, date_trunc('day', now() AT TIME ZONE :tz) AT TIME ZONE :tz AS today"),
-                    {"tz": tz}).mappings().first()
-                now, today = row["now"], row["today"]
-                if now - cov.watermark > timedelta(hours=6) or cov.lo > ceil_hour(now - timedelta(days=7)):
-                    return None  # stale or partial: the raw rows are cheaper than a long edge
-                c0 = min(max(ceil_hour(now - timedelta(hours=24)), cov.lo), cov.watermark)
-                dmax = conn.execute(sa.text(f"SELECT coalesce(max(max_dur), 0) FROM {HOURLY} "
-                                            "WHERE hour >= :c0 AND hour < :w"), {"c0": c0, "w": cov.watermark}
-                                    ).scalar()
-                sql, params = work_stats_sql(cov, now, today, max(float(dmax or 0), 0.0), max_robots)
-                result = conn.execute(sa.text(sql), params)
-                return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+                yield None if cov is None else (conn, cov)
     except _UNAVAILABLE as exc:
         raise _translate(exc, engine) from exc
+
+
+def work_stats(engine: Engine, tz: str, max_robots: int) -> pd.DataFrame | None:
+    """robot_work_stats() from the rollup, or None when the rollup has not run yet (or does not
+    cover the window), in which case the caller reads the raw rows. One REPEATABLE READ
+    transaction: the state and the rows it describes are read from one snapshot."""
+    with _snapshot(engine) as held:
+        if held is None:
+            return None
+        conn, cov = held
+        row = conn.execute(sa.text(
+            "SELECT now() AS now, date_trunc('day', now() AT TIME ZONE :tz) AT TIME ZONE :tz AS today"),
+            {"tz": tz}).mappings().first()
+        now, today = row["now"], row["today"]
+        if now - cov.watermark > timedelta(hours=6) or cov.lo > ceil_hour(now - timedelta(days=7)):
+            return None  # stale or partial: the raw rows are cheaper than a long edge
+        c0 = min(max(ceil_hour(now - timedelta(hours=24)), cov.lo), cov.watermark)
+        dmax = conn.execute(sa.text(f"SELECT coalesce(max(max_dur), 0) FROM {HOURLY} "
+                                    "WHERE hour >= :c0 AND hour < :w"), {"c0": c0, "w": cov.watermark}
+                            ).scalar()
+        sql, params = work_stats_sql(cov, now, today, max(float(dmax or 0), 0.0), max_robots)
+        result = conn.execute(sa.text(sql), params)
+        return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -952,46 +971,59 @@ def utilization_from_rollup(engine: Engine, robot_ids: list[str] | None, environ
                             start: datetime, end: datetime, tz: str | None = None) -> pd.DataFrame | None:
     """data.robots.utilization (tz None) or utilization_by_hour_of_week (tz given) over
     [start, min(end, now())) with the same columns and values, from the rollup: whole UTC weeks
-    and days from the week and day rows, the other whole hours from the hour rows (per robot) or the fleet rows
-    (fleet-wide or per environment, with the robots whose environment or capacity changed since
+    and days from the week and day rows, the other whole hours from the hour rows (per robot) or
+    the fleet rows (fleet-wide or per environment, with the robots whose environment or capacity changed since
     corrected from their hour rows), the partial hours at the edges and the time after the
     watermark from the raw rows. None when the rollup cannot answer (not refreshed yet, under
     MIN_ROLLUP of the window in it, or a zone whose hours are not whole UTC hours)."""
-    try:
-        with engine.connect() as conn:
-            conn = conn.execution_options(isolation_level="REPEATABLE READ")
-            with conn.begin():
-                cov = coverage(conn)
-                if cov is None:
-                    return None
-                now = conn.execute(sa.text("SELECT now()")).scalar()
-                w1 = min(end, now)
-                r0 = max(ceil_hour(start), cov.lo)
-                r1 = min(floor_hour(w1), cov.watermark)
-                if r1 - r0 < MIN_ROLLUP:
-                    return None
-                if tz is not None and not conn.execute(sa.text(
-                        "SELECT bool_and(date_trunc('hour', g AT TIME ZONE :tz) = g AT TIME ZONE :tz) "
-                        "FROM generate_series(CAST(:a AS timestamptz), CAST(:b AS timestamptz), interval '1 hour') g"),
-                        {"tz": tz, "a": floor_hour(start), "b": w1}).scalar():
-                    return None
-                e0 = _bound(conn, r0, r0, cov.watermark) or r0
-                e1 = max(w1, _bound(conn, floor_hour(w1), w1, cov.watermark) or w1)
-                # Hash joins and aggregates: sorting 100,000 day rows by robot id (in the
-                # database's collation) would cost more than everything else.
-                conn.execute(sa.text("SET LOCAL enable_sort = off"))
-                conn.execute(sa.text("SET LOCAL enable_mergejoin = off"))
-                rf_caps, rfc, mf, params = _robot_filters(robot_ids, environment)
-                params.update(start=start, w1=w1, r0=r0, r1=r1, w=cov.watermark, e0=e0, e1=e1)
-                if tz is None:
-                    sql = _per_robot_sql(rf_caps, rfc, mf, r0, r1, params)
-                else:
-                    params.update(tz=tz, h0=floor_hour(start))
-                    sql = _hour_of_week_sql(rf_caps, rfc, mf, robot_ids, environment)
-                result = conn.execute(sa.text(sql), params)
-                return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
-    except _UNAVAILABLE as exc:
-        raise _translate(exc, engine) from exc
+    with _snapshot(engine) as held:
+        if held is None:
+            return None
+        conn, cov = held
+        now = conn.execute(sa.text("SELECT now()")).scalar()
+        w1 = min(end, now)
+        r0 = max(ceil_hour(start), cov.lo)
+        r1 = min(floor_hour(w1), cov.watermark)
+        if r1 - r0 < MIN_ROLLUP:
+            return None
+        if tz is not None and not conn.execute(sa.text(
+                "SELECT bool_and(date_trunc('hour', g AT TIME ZONE :tz) = g AT TIME ZONE :tz) "
+                "FROM generate_series(CAST(:a AS timestamptz), CAST(:b AS timestamptz), interval '1 hour') g"),
+                {"tz": tz, "a": floor_hour(start), "b": w1}).scalar():
+            return None
+        e0 = _bound(conn, r0, r0, cov.watermark) or r0
+        e1 = max(w1, _bound(conn, floor_hour(w1), w1, cov.watermark) or w1)
+        # Hash joins and aggregates: sorting 100,000 day rows by robot id (in the
+        # database's collation) would cost more than everything else.
+        conn.execute(sa.text("SET LOCAL enable_sort = off"))
+        conn.execute(sa.text("SET LOCAL enable_mergejoin = off"))
+        rf_caps, rfc, mf, params = _robot_filters(robot_ids, environment)
+        params.update(start=start, w1=w1, r0=r0, r1=r1, w=cov.watermark, e0=e0, e1=e1)
+        if tz is None:
+            sql = _per_robot_sql(rf_caps, rfc, mf, r0, r1, params)
+        else:
+            params.update(tz=tz, h0=floor_hour(start))
+            sql = _hour_of_week_sql(rf_caps, rfc, mf, robot_ids, environment)
+        result = conn.execute(sa.text(sql), params)
+        return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+
+
+def _robots_all_sql(mf: str) -> str:
+    """CTE robots_all: the robots rows (with their capacity) and, at capacity 1, the robot ids
+    without one that ran in the window: in the raw rows, or in the rollup hours [:r0, :r1)."""
+    return f"""robots_all AS (
+        SELECT robot_id, capacity FROM caps
+        UNION ALL
+        SELECT robot_id, 1 FROM (
+            SELECT robot_id FROM raw_jobs
+            UNION
+            SELECT m.robot_id FROM {MEMBERS} m
+            WHERE {mf} AND m.robot_id NOT IN (SELECT robot_id FROM caps)
+              AND EXISTS (SELECT 1 FROM {HOURLY} h WHERE h.robot_id = m.robot_id AND h.hour >= CAST(:r0 AS timestamptz)
+                          AND h.hour < CAST(:r1 AS timestamptz) AND h.busy IS NOT NULL)
+        ) ran
+        WHERE robot_id NOT IN (SELECT robot_id FROM caps)
+    )"""
 
 
 def _per_robot_sql(rf_caps: str, rfc, mf: str, r0: datetime, r1: datetime, params: dict) -> str:
@@ -1020,19 +1052,7 @@ def _per_robot_sql(rf_caps: str, rfc, mf: str, r0: datetime, r1: datetime, param
         UNION ALL
         SELECT robot_id, busy, false FROM {HOURLY} WHERE ({hour_cond}) AND busy IS NOT NULL {rfc("robot_id")}
     ),
-    robots_all AS (
-        SELECT robot_id, capacity FROM caps
-        UNION ALL
-        SELECT robot_id, 1 FROM (
-            SELECT robot_id FROM raw_jobs
-            UNION
-            SELECT m.robot_id FROM {MEMBERS} m
-            WHERE {mf} AND m.robot_id NOT IN (SELECT robot_id FROM caps)
-              AND EXISTS (SELECT 1 FROM {HOURLY} h WHERE h.robot_id = m.robot_id AND h.hour >= CAST(:r0 AS timestamptz)
-                          AND h.hour < CAST(:r1 AS timestamptz) AND h.busy IS NOT NULL)
-        ) ran
-        WHERE robot_id NOT IN (SELECT robot_id FROM caps)
-    ),
+    {_robots_all_sql(mf)},
     busy AS ({capped_busy_sql("b")}
         UNION ALL
         SELECT r.robot_id, sum(CASE WHEN r.cumulative
@@ -1078,18 +1098,7 @@ def _hour_of_week_sql(rf_caps: str, rfc, mf: str, robot_ids, environment) -> str
     ),
     {_common_ctes(rf_caps, rfc, hourly_marks=True)},
     mism AS MATERIALIZED ({MISMATCH_SQL}),
-    robots_all AS (
-        SELECT robot_id, capacity FROM caps
-        UNION ALL
-        SELECT robot_id, 1 FROM (
-            SELECT robot_id FROM raw_jobs
-            UNION
-            SELECT m.robot_id FROM {MEMBERS} m
-            WHERE {mf} AND m.robot_id NOT IN (SELECT robot_id FROM caps)
-              AND EXISTS (SELECT 1 FROM {HOURLY} h WHERE h.robot_id = m.robot_id AND {in_roll} AND h.busy IS NOT NULL)
-        ) ran
-        WHERE robot_id NOT IN (SELECT robot_id FROM caps)
-    ),
+    {_robots_all_sql(mf)},
     raw_h AS (
         SELECT s.hour, sum(least(s.n, ra.capacity) * extract(epoch FROM s.t_next - s.t))::float8 AS busy
         FROM segments s JOIN robots_all ra USING (robot_id)
