@@ -83,21 +83,23 @@ def index_tables(engine) -> dict[str, str]:
                                          "WHERE schemaname IN (current_schema(), 'fleet_monitor')")).all())
 
 
-def plan_findings(engine, sent) -> tuple[list[str], set[str]]:
-    """Seq Scans on the big tables, and the big tables read through an index."""
+def plan_findings(engine, sent, tables=BIG_TABLES, explain_with=None) -> tuple[list[str], set[str]]:
+    """Seq Scans on `tables` (the big ones by default), and which of `tables` were read through
+    an index, in the plans `explain_with` (default: explain) gives for the statements sent."""
+    explain_with = explain_with or explain
     seq, indexed = [], set()
-    tables = index_tables(engine)
+    index_table = index_tables(engine)
     for statement, parameters in sent:
         head = statement.lstrip().split(None, 1)[0].upper()
         if head not in ("SELECT", "WITH", "("):
             continue
-        for node in _nodes(explain(engine, statement, parameters)):
+        for node in _nodes(explain_with(engine, statement, parameters)):
             table = node.get("Relation Name")
-            if node["Node Type"] == "Seq Scan" and table in BIG_TABLES:
+            if node["Node Type"] == "Seq Scan" and table in tables:
                 seq.append(f"Seq Scan on {table} in: {' '.join(statement.split())[:300]}")
             if node["Node Type"] in INDEX_NODES:
-                read = tables.get(node.get("Index Name", ""), table)
-                if read in BIG_TABLES:
+                read = index_table.get(node.get("Index Name", ""), table)
+                if read in tables:
                     indexed.add(read)
     return seq, indexed
 
@@ -232,21 +234,7 @@ def _explain_no_seqscan(engine, statement: str, parameters) -> dict:
 def _seq_scans(engine, sent, tables) -> tuple[list[str], set[str]]:
     """Seq Scans on `tables` that no index can avoid, and which of `tables` were read through an
     index."""
-    seq, indexed = [], set()
-    index_table = index_tables(engine)
-    for statement, parameters in sent:
-        head = statement.lstrip().split(None, 1)[0].upper()
-        if head not in ("SELECT", "WITH", "("):
-            continue
-        for node in _nodes(_explain_no_seqscan(engine, statement, parameters)):
-            table = node.get("Relation Name")
-            if table in tables and node["Node Type"] == "Seq Scan":
-                seq.append(f"Seq Scan on {table} in: {' '.join(statement.split())[:300]}")
-            if node["Node Type"] in INDEX_NODES:
-                read = index_table.get(node.get("Index Name", ""), table)
-                if read in tables:
-                    indexed.add(read)
-    return seq, indexed
+    return plan_findings(engine, sent, tables, _explain_no_seqscan)
 
 
 @pytest.mark.parametrize("cap", [None, 1_000], ids=["every message", "newest 1,000"])
