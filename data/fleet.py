@@ -99,12 +99,12 @@ def fleet_kpis(engine: Engine, tz: str, offline_after_s: int) -> dict:
            extract(epoch FROM now() - a.oldest_pending)::float8 AS oldest_pending_age_s,
            ft.completed_today, ft.failed_today,
            (SELECT count(*) FROM job_queue WHERE created_at >= {TODAY_START}) AS total_jobs_today,
-           ld.completed_24h, ld.failed_24h, ld.avg_duration_s::float8 AS avg_duration_s,
+           ft.completed_24h, ft.failed_24h, ft.avg_duration_s::float8 AS avg_duration_s,
            (SELECT max(created_at) FROM job_queue) AS last_created,
            (SELECT max(started_at) FROM job_queue WHERE started_at IS NOT NULL) AS last_started,
            (SELECT max(completed_at) FROM job_queue WHERE completed_at IS NOT NULL) AS last_completed,
            now() AS as_of
-    FROM robot_counts rc, active a, finished ft, finished ld
+    FROM robot_counts rc, active a, finished ft
     """
     row = read_row(engine, sql, {"tz": tz, "offline_after": offline_after_s})
     finished = row["completed_24h"] + row["failed_24h"]
