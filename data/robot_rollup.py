@@ -99,7 +99,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from data.db import _UNAVAILABLE, _translate
 from data.robots import capped_busy_sql, concurrency_segments_sql
-from data.rollups import ceil_hour, floor_hour
+from data.rollups import ceil_hour, floor_hour, period_end, period_start
 from data.schema import APP_SCHEMA
 
 log = logging.getLogger(__name__)
@@ -124,9 +124,7 @@ DAILY = f"{APP_SCHEMA}.robot_daily"
 WEEKLY = f"{APP_SCHEMA}.robot_weekly"
 FLEET = f"{APP_SCHEMA}.robot_fleet_hourly"
 MEMBERS = f"{APP_SCHEMA}.robot_rollup_members"
-DAY = timedelta(days=1)
-WEEK = timedelta(days=7)
-_WEEK_ORIGIN = datetime(2000, 1, 3, tzinfo=timezone.utc)   # a Monday
+_WEEK_ORIGIN = datetime(2000, 1, 3, tzinfo=timezone.utc)   # a Monday: date_bin's origin for weeks
 
 
 def _span_ddl(table: str, column: str) -> str:
@@ -420,8 +418,8 @@ def _rebuild_days(conn: Connection, a: datetime, b: datetime, watermark: datetim
     """Day rows (level sums of the day's hours) of the UTC days meeting [a, b) that end by the
     watermark, of every robot or of `robot_ids`. A day not yet whole below ``lo`` is a partial
     sum until the backfill reaches its start (readers use only days inside [lo, watermark))."""
-    da = _floor_day(a)
-    db = min(_ceil_day(b), _floor_day(watermark))
+    da = _floor("day", a)
+    db = min(_ceil("day", b), _floor("day", watermark))
     if db <= da:
         return
     params, rf = _clear_span(conn, DAILY, "day", da, db, robot_ids)
@@ -448,8 +446,8 @@ def _rebuild_weeks(conn: Connection, a: datetime, b: datetime, watermark: dateti
     """Week rows (Monday to Monday, UTC) meeting [a, b) that end by the watermark, from their
     day rows: a cumulative array summed level by level, a day's last level standing for the
     levels above it (no time at a higher concurrency). Partial below ``lo`` like the days."""
-    wa = _floor_week(a)
-    wb = min(_ceil_week(b), _floor_week(watermark))
+    wa = _floor("week", a)
+    wb = min(_ceil("week", b), _floor("week", watermark))
     if wb <= wa:
         return
     params, rf = _clear_span(conn, WEEKLY, "week", wa, wb, robot_ids)
@@ -518,22 +516,14 @@ def _rebase(conn: Connection, limit: int = 50) -> int:
         SELECT (SELECT count(*) FROM upd) + 0 * (SELECT count(*) FROM ins)""")).scalar() or 0
 
 
-def _floor_day(ts: datetime) -> datetime:
-    return ts.astimezone(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+def _floor(grain: str, ts: datetime) -> datetime:
+    """The start of the UTC day or week (Monday) that holds ``ts`` (as the job rollup's days)."""
+    return period_start(grain, ts, "UTC")
 
 
-def _ceil_day(ts: datetime) -> datetime:
-    floor = _floor_day(ts)
-    return floor if floor == ts else floor + DAY
-
-
-def _floor_week(ts: datetime) -> datetime:
-    return _WEEK_ORIGIN + WEEK * ((ts - _WEEK_ORIGIN) // WEEK)
-
-
-def _ceil_week(ts: datetime) -> datetime:
-    floor = _floor_week(ts)
-    return floor if floor == ts else floor + WEEK
+def _ceil(grain: str, ts: datetime) -> datetime:
+    floor = _floor(grain, ts)
+    return floor if floor == ts else period_end(grain, floor, "UTC")
 
 
 def _target_lo(conn: Connection, now: datetime, watermark: datetime) -> datetime:
@@ -1027,12 +1017,12 @@ def _robots_all_sql(mf: str) -> str:
 
 
 def _per_robot_sql(rf_caps: str, rfc, mf: str, r0: datetime, r1: datetime, params: dict) -> str:
-    d0, d1 = _ceil_day(r0), _floor_day(r1)
+    d0, d1 = _ceil("day", r0), _floor("day", r1)
     hour_ranges = [(r0, d0), (d1, r1)] if d0 < d1 else [(r0, r1)]
     if d0 >= d1:
         d0 = d1 = r0
     # Whole weeks from the week rows, the other whole days from the day rows.
-    wk0, wk1 = _ceil_week(d0), _floor_week(d1)
+    wk0, wk1 = _ceil("week", d0), _floor("week", d1)
     if wk0 >= wk1:
         wk0 = wk1 = d1
     params.update(d0=d0, d1=d1, wk0=wk0, wk1=wk1)
