@@ -17,7 +17,8 @@ from sqlalchemy.engine import Engine
 
 from data import analytics as an
 from data import rollups
-from data.rollups import WindowPlan, percentiles_from_bins
+from data.cache import kept_read
+from data.rollups import WindowPlan
 
 _BUCKET = "date_trunc(:bucket, x.t, :tz)"
 # Merged histograms up to this many groups × bins are counted in one dense array (else sorted).
@@ -42,47 +43,66 @@ def _group_cols(by: tuple[str, ...]) -> list[str]:
     return [_BUCKET + " AS bucket" if b == "bucket" else f"x.{b}" for b in by]
 
 
-def counts(engine: Engine, f: an.AnalyticsFilters, plan: WindowPlan, by: tuple[str, ...]) -> pd.DataFrame:
-    """Per ``by`` (``bucket``, ``workflow_id``) and status: jobs, timed, sums."""
+_SUMS = ("jobs", "timed", "dur_sum_ms", "wait_sum_ms", "healing_attempts", "healing_successes", "queued")
+
+
+def _fact_sums(engine: Engine, f: an.AnalyticsFilters, plan: WindowPlan) -> pd.DataFrame:
+    """The window's counts and sums per bucket, workflow and status (shared by the sections)."""
     facts, params = _facts(f, plan)
-    cols = _group_cols(by)
-    group = ", ".join(str(i + 1) for i in range(len(cols) + 1))
     sql = f"""
-    SELECT {''.join(c + ', ' for c in cols)}x.status, max(x.workflow_name) AS workflow_name,
+    SELECT {_BUCKET} AS bucket, x.workflow_id, x.status, max(x.workflow_name) AS workflow_name,
            sum(x.jobs)::bigint AS jobs, sum(x.timed)::bigint AS timed, sum(x.dur_sum_ms)::float8 AS dur_sum_ms,
            sum(x.wait_sum_ms)::float8 AS wait_sum_ms, sum(x.healing_attempts)::float8 AS healing_attempts,
            sum(x.healing_successes)::float8 AS healing_successes, sum(x.queued)::bigint AS queued
-    FROM ({facts}) x GROUP BY {group}"""
-    return an.read_frame(engine, sql, params, hash_grouping=True)
+    FROM ({facts}) x GROUP BY 1, 2, 3"""
+    # By name, so that the last name of a group is its greatest (as SQL's max, but fast).
+    return kept_read(engine, sql, params, lambda: an.read_frame(engine, sql, params, hash_grouping=True)
+                     .sort_values("workflow_name", kind="stable", ignore_index=True))
 
 
-def _int_arrays(texts) -> tuple[np.ndarray, np.ndarray]:
-    """Int arrays in PostgreSQL's text form (``{1,2,3}``, ``{}``): each array's length and all
-    values in one vector, parsed in one pass (the text is half the size of the binary form)."""
-    bodies = [t[1:-1] for t in texts]
-    lengths = np.fromiter((b.count(",") + 1 if b else 0 for b in bodies), dtype=np.int64, count=len(bodies))
-    joined = ",".join(b for b in bodies if b)
-    return lengths, (np.fromstring(joined, dtype=np.int64, sep=",") if joined else np.zeros(0, np.int64))
+def counts(engine: Engine, f: an.AnalyticsFilters, plan: WindowPlan, by: tuple[str, ...]) -> pd.DataFrame:
+    """Per ``by`` (``bucket``, ``workflow_id``) and status: jobs, timed, sums."""
+    sums = _fact_sums(engine, f, plan)
+    agg = {"workflow_name": "last", **{c: "sum" for c in _SUMS}}  # rows come by name: the greatest
+    return sums.groupby([*by, "status"], sort=False, dropna=False).agg(agg).reset_index()
 
 
-def _merged(engine: Engine, f: an.AnalyticsFilters, plan: WindowPlan, keys: list[str], cols: list[str],
-            metric: str, with_total: bool = False) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray]:
-    """The ``metric`` histograms of the ``f.statuses`` fact rows merged per group of ``keys``
-    (SQL ``cols``; ``with_total``: and a last group over all, its keys None): the groups (keys
-    and workflow_name), and per merged cell, sorted by group then bin, its group, bin and count.
+def _fact_arrays(engine: Engine, f: an.AnalyticsFilters, plan: WindowPlan, metric: str):
+    """The window's fact rows that hold ``metric`` histograms (shared by the sections): their
+    keys (bucket, workflow_id, status, workflow_name), each histogram's length, and all bins and
+    counts in two vectors.
 
-    The rows' arrays travel as text and are merged here: unnesting them in SQL costs a row per
-    bin, several times more than the transfer."""
+    The arrays travel as comma-separated text and are parsed in one pass here: unnesting them in
+    SQL costs a row per bin, several times more than the transfer."""
     facts, params = _facts(f, plan)
-    rows = an.read_frame(engine, f"""
-        SELECT {''.join(c + ', ' for c in cols)}x.workflow_name,
-               CAST(x.{metric}_bin AS text) AS bins, CAST(x.{metric}_n AS text) AS ns
-        FROM ({facts}) x WHERE x.status = ANY(:dur_statuses)""", params)
-    lengths, bins = _int_arrays(rows["bins"])
-    _, counts = _int_arrays(rows["ns"])
+    sql = f"""
+        SELECT {_BUCKET} AS bucket, x.workflow_id, x.status, x.workflow_name,
+               cardinality(x.{metric}_bin) AS length, array_to_string(x.{metric}_bin, ',') AS bins,
+               array_to_string(x.{metric}_n, ',') AS ns
+        FROM ({facts}) x WHERE cardinality(x.{metric}_bin) > 0 ORDER BY x.workflow_name"""
+
+    def load():
+        rows = an.read_frame(engine, sql, params)
+        vectors = [np.fromstring(",".join(rows.pop(c)), dtype=np.int64, sep=",") if len(rows) else
+                   np.zeros(0, np.int64) for c in ("bins", "ns")]
+        return rows, rows.pop("length").to_numpy(np.int64), *vectors
+
+    return kept_read(engine, sql, params, load)
+
+
+def _merged(engine: Engine, f: an.AnalyticsFilters, plan: WindowPlan, keys: list[str], metric: str,
+            with_total: bool = False) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray]:
+    """The ``metric`` histograms of the ``f.statuses`` fact rows merged per group of ``keys``
+    (``with_total``: and a last group over all, its keys None): the groups (keys and
+    workflow_name), and per merged cell, sorted by group then bin, its group, bin and count."""
+    rows, lengths, bins, counts = _fact_arrays(engine, f, plan, metric)
+    keep = rows["status"].isin(list(f.statuses)).to_numpy()
+    if not keep.all():
+        rows, selected = rows[keep], np.repeat(keep, lengths)
+        lengths, bins, counts = lengths[keep], bins[selected], counts[selected]
     if keys:
         grouped = rows.groupby(keys, sort=True, dropna=False)
-        groups = grouped["workflow_name"].max().reset_index()
+        groups = grouped["workflow_name"].last().reset_index()  # rows come by name: the greatest
         group = np.repeat(grouped.ngroup().to_numpy(), lengths)
     else:
         groups = pd.DataFrame({"workflow_name": [rows["workflow_name"].max() if len(rows) else None]})
@@ -109,24 +129,13 @@ def _merged(engine: Engine, f: an.AnalyticsFilters, plan: WindowPlan, keys: list
     return groups, cells // width, cells % width + low, n
 
 
-def histograms(engine: Engine, f: an.AnalyticsFilters, plan: WindowPlan, by: tuple[str, ...],
-               metric: str = "dur", with_status: bool = False) -> pd.DataFrame:
-    """Merged histogram of ``metric`` (dur or wait) of the ``f.statuses`` jobs, long form:
-    ``by`` columns (+ ``status``), ``bin``, ``n``, ``workflow_name``."""
-    keys = list(by) + (["status"] if with_status else [])
-    cols = _group_cols(by) + (["x.status"] if with_status else [])
-    groups, group, bins, n = _merged(engine, f, plan, keys, cols, metric)
-    return pd.DataFrame({**{k: groups[k].to_numpy()[group] for k in keys}, "bin": bins, "n": n,
-                         "workflow_name": groups["workflow_name"].to_numpy()[group]})
-
-
 def percentiles(engine: Engine, f: an.AnalyticsFilters, plan: WindowPlan, by: tuple[str, ...], ps,
                 names: list[str], metric: str = "dur", with_total: bool = False) -> pd.DataFrame:
     """Per ``by``: ``timed`` (how many values) and the percentiles ``ps`` (columns ``names``) of
     ``metric`` over the ``f.statuses`` jobs, from the merged histograms; ``with_total`` adds a
     row over all groups (its ``by`` columns None). As rollups.percentiles_from_bins: the order
     statistics around position (n - 1) × p, each at the middle of its bin, interpolated."""
-    groups, group, bins, n = _merged(engine, f, plan, list(by), _group_cols(by), metric, with_total)
+    groups, group, bins, n = _merged(engine, f, plan, list(by), metric, with_total)
     totals, values = rollups.grouped_percentiles(group, bins, n, len(groups), ps)
     has = totals > 0
     out = groups[has].drop(columns="workflow_name").reset_index(drop=True)
@@ -315,50 +324,49 @@ def workflow_stats(engine: Engine, f: an.AnalyticsFilters, plan: WindowPlan, lim
 def duration_histogram(engine: Engine, f: an.AnalyticsFilters, plan: WindowPlan, bins: int = 40,
                        log: bool | None = None) -> pd.DataFrame:
     log = f.log_scale if log is None else log
-    hist = histograms(engine, f, plan, (), with_status=True)
+    groups, group, cells, n = _merged(engine, f, plan, ["status"], "dur")
     columns = ["bin", "bin_start_ms", "bin_end_ms", "status", "jobs"]
     out = pd.DataFrame(columns=columns)
-    if not hist.empty:
-        hist = hist.groupby(["status", "bin"], as_index=False)["n"].sum()
-        values = rollups.bin_value(hist["bin"].to_numpy())
+    if len(cells):
+        values = rollups.bin_value(cells)
         v = np.log(np.maximum(values, 1.0)) if log else values
         lo, hi = float(v.min()), float(v.max())
         width = (hi - lo) / bins if hi > lo else 1.0 / bins
-        hist["display_bin"] = np.clip(np.floor((v - lo) / width).astype(int) + 1, 1, bins)
-        binned = hist.groupby(["display_bin", "status"], as_index=False)["n"].sum()
+        shown = pd.DataFrame({"bin": np.clip(np.floor((v - lo) / width).astype(int) + 1, 1, bins),
+                              "status": groups["status"].to_numpy()[group], "jobs": n})
+        shown = shown.groupby(["bin", "status"], as_index=False)["jobs"].sum()
+        # Every display bin gets a row; an empty one a row without status.
+        out = pd.DataFrame({"bin": np.arange(1, bins + 1)}).merge(shown, on="bin", how="left")
         edge = np.exp if log else (lambda x: x)
-        rows = []
-        for b in range(1, bins + 1):
-            part = binned[binned["display_bin"] == b]
-            start, end = float(edge(lo + (b - 1) * width)), float(edge(lo + b * width))
-            if part.empty:
-                rows.append({"bin": b, "bin_start_ms": start, "bin_end_ms": end, "status": None, "jobs": 0})
-            for r in part.sort_values("status").to_dict("records"):
-                rows.append({"bin": b, "bin_start_ms": start, "bin_end_ms": end, "status": r["status"],
-                             "jobs": int(r["n"])})
-        out = pd.DataFrame(rows, columns=columns)
+        out["bin_start_ms"] = edge(lo + (out["bin"] - 1) * width).astype(float)
+        out["bin_end_ms"] = edge(lo + out["bin"] * width).astype(float)
+        out["status"] = out["status"].astype(object).where(out["status"].notna(), None)
+        out["jobs"] = out["jobs"].fillna(0).astype(int)
+        out = out[columns]
     out.attrs.update(covers=an.duration_covers(f), log=log, exact=False)
     return out
 
 
 def duration_box_stats(engine: Engine, f: an.AnalyticsFilters, plan: WindowPlan, limit: int = 25) -> pd.DataFrame:
-    hist = histograms(engine, f, plan, ("workflow_id",))
-    names = hist.groupby("workflow_id")["workflow_name"].max()
+    groups, group, bins, n = _merged(engine, f, plan, ["workflow_id"], "dur")
     ps = (0.25, 0.5, 0.75, 0.9, 0.95, 0.99)
     cols = ["q1_ms", "median_ms", "q3_ms", "p90_ms", "p95_ms", "p99_ms"]
+    totals, qs = rollups.grouped_percentiles(group, bins, n, len(groups), ps)
+    values = rollups.bin_value(bins)
+    bottom, top = rollups.bin_edges(bins)
+    starts = np.searchsorted(group, np.arange(len(groups) + 1))   # each group's cells, in bin order
     rows = []
-    for wf, part in hist.groupby("workflow_id"):
-        part = part.groupby("bin", as_index=False)["n"].sum().sort_values("bin")
-        values = rollups.bin_value(part["bin"].to_numpy())
-        q = dict(zip(cols, percentiles_from_bins(part["bin"], part["n"], ps)))
+    for g in np.flatnonzero(totals > 0):
+        cell = slice(starts[g], starts[g + 1])
+        q = dict(zip(cols, (float(x) for x in qs[g])))
         iqr = q["q3_ms"] - q["q1_ms"]
         low, high = q["q1_ms"] - 1.5 * iqr, q["q3_ms"] + 1.5 * iqr
         # The fence is the most extreme duration inside the limit: in the first (last) bin that
         # reaches past the limit, taken no further out than the limit itself.
-        bottom, top = rollups.bin_edges(part["bin"].to_numpy())
-        lower, upper = values[top > low], values[bottom <= high]
-        rows.append({"workflow_id": wf, "workflow_name": names.get(wf), "timed_jobs": int(part["n"].sum()),
-                     "min_ms": float(values.min()), **q, "max_ms": float(values.max()),
+        lower, upper = values[cell][top[cell] > low], values[cell][bottom[cell] <= high]
+        rows.append({"workflow_id": groups["workflow_id"].iloc[g], "workflow_name": groups["workflow_name"].iloc[g],
+                     "timed_jobs": int(totals[g]), "min_ms": float(values[cell].min()), **q,
+                     "max_ms": float(values[cell].max()),
                      "lowerfence_ms": max(float(lower.min()), low) if len(lower) else None,
                      "upperfence_ms": min(float(upper.max()), high) if len(upper) else None})
     columns = ["workflow_id", "workflow_name", "timed_jobs", "min_ms", *cols[:3], *cols[3:], "max_ms",

@@ -12,6 +12,8 @@ import hashlib
 import os
 import tempfile
 import threading
+import time
+from collections import OrderedDict
 
 import flask
 from flask_caching import Cache
@@ -39,7 +41,7 @@ def _key(func, engine, args, kwargs) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
-def _lock_for(key: str) -> threading.Lock:
+def lock_for(key: str) -> threading.Lock:
     with _locks_guard:
         return _locks.setdefault(key, threading.Lock())
 
@@ -57,7 +59,7 @@ def shared_cache(func):
         if found is not None:
             return found
         # One query per key per process at a time: concurrent requests wait for the first.
-        with _lock_for(key):
+        with lock_for(key):
             found = cache.get(key)
             if found is None:
                 found = func(engine, *args, **kwargs)
@@ -66,3 +68,36 @@ def shared_cache(func):
 
     wrapper.uncached = func
     return wrapper
+
+
+# Reads several callbacks of one page make within a moment of each other (the analytics
+# sections read the same window's fact rows): kept in the process, not in the shared cache,
+# because they are large frames and arrays that would cost more to serialize than to share.
+KEPT_READ_SECONDS = 15.0
+_KEPT_READS = 8
+_kept: OrderedDict[tuple, tuple[float, object]] = OrderedDict()
+_kept_guard = threading.Lock()
+
+
+def kept_read(engine, sql: str, params: dict, load):
+    """``load()`` (which runs ``sql`` with ``params``), kept in this process for
+    KEPT_READ_SECONDS; concurrent callers of the same read wait for the first."""
+    key = (engine.url.render_as_string(hide_password=True), sql, repr(sorted(params.items())))
+    with lock_for(hashlib.sha256(repr(key).encode()).hexdigest()):
+        with _kept_guard:
+            kept = _kept.get(key)
+        if kept is not None and kept[0] > time.monotonic():
+            return kept[1]
+        value = load()
+        with _kept_guard:
+            _kept[key] = (time.monotonic() + KEPT_READ_SECONDS, value)
+            _kept.move_to_end(key)
+            while len(_kept) > _KEPT_READS:
+                _kept.popitem(last=False)
+        return value
+
+
+def forget_kept_reads() -> None:
+    """Drop what kept_read keeps (the rows behind it changed, or a measurement starts cold)."""
+    with _kept_guard:
+        _kept.clear()

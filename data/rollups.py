@@ -63,6 +63,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from data.cache import forget_kept_reads
 from data.db import _UNAVAILABLE, DatabaseUnavailable, _translate, json_number, read_row
 from data.errors import error_type_sql
 from data.schema import APP_SCHEMA
@@ -438,7 +439,9 @@ def _locked_step(engine: Engine, step) -> Any:
         state = dict(state)
         if state["covered_until"] is None:
             state.update(_start_over(conn, now))
-        return True, step(conn, state, now)
+        done = step(conn, state, now)
+    forget_kept_reads()  # fact rows kept for the analytics sections may be out of date now
+    return True, done
 
 
 def _start_over(conn, now: datetime) -> dict:
