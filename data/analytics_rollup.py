@@ -454,17 +454,26 @@ def anomaly_series(engine: Engine, f: an.AnalyticsFilters, first: datetime, stop
                    latest: datetime, min_jobs: int) -> pd.DataFrame | None:
     """The per-workflow, per-bucket frame an.anomalies works from (same columns as its SQL),
     or None when the rollups cannot answer."""
-    plan = rollups.usable_plan(engine, first, stop, f.tz, f.bucket, f.robots)
+    if f.start <= first and stop <= f.end:   # whole buckets of the page's window: share its reads
+        window = f
+        plan = rollups.usable_plan(engine, f.start, f.end, f.tz, f.bucket, f.robots)
+    else:
+        window = an.AnalyticsFilters(**{**f.__dict__, "start": first, "end": stop})
+        plan = rollups.usable_plan(engine, first, stop, f.tz, f.bucket, f.robots)
     if plan is None:
         return None
-    window = an.AnalyticsFilters(**{**f.__dict__, "start": first, "end": stop})
-    c = counts(engine, window, plan, ("workflow_id", "bucket"))
+
+    def buckets(frame):
+        t = pd.to_datetime(frame["bucket"], utc=True)
+        return frame[(t >= pd.Timestamp(first)) & (t < pd.Timestamp(stop))].assign(bucket=t)
+
+    c = buckets(counts(engine, window, plan, ("workflow_id", "bucket")))
     fin = c[c["status"].isin(["completed", "failed"])]
     per = fin.groupby(["workflow_id", "bucket"], as_index=False).agg(workflow_name=("workflow_name", "max"),
                                                                      finished=("jobs", "sum"))
     failed = c[c["status"] == "failed"].groupby(["workflow_id", "bucket"])["jobs"].sum().rename("failed")
     per = per.merge(failed.reset_index(), on=["workflow_id", "bucket"], how="left")
-    p95 = percentiles(engine, window, plan, ("workflow_id", "bucket"), (0.95,), ["p95_duration_ms"])
+    p95 = buckets(percentiles(engine, window, plan, ("workflow_id", "bucket"), (0.95,), ["p95_duration_ms"]))
     per = per.merge(p95.rename(columns={"timed": "timed_jobs"}), on=["workflow_id", "bucket"], how="outer")
     if per.empty:
         return pd.DataFrame(columns=["workflow_id", "workflow_name", "bucket", "finished", "failed", "timed_jobs",
@@ -476,21 +485,18 @@ def anomaly_series(engine: Engine, f: an.AnalyticsFilters, first: datetime, stop
         per[col] = per[col].fillna(0).astype("int64")
     per["failure_rate"] = per["failed"] / per["finished"].where(per["finished"] > 0)
     per["lp95"] = np.log(np.maximum(per["p95_duration_ms"].astype("float64"), 1.0))
-    per["bucket"] = pd.to_datetime(per["bucket"], utc=True)
     per["is_latest"] = per["bucket"] == pd.Timestamp(latest)
     per["latest_bucket"] = latest
     base = per[~per["is_latest"]]
-    fr = base["failure_rate"].where(base["finished"] >= min_jobs)
-    lp = base["lp95"].where(base["timed_jobs"] >= min_jobs)
-    stats = {}
-    for wf in per["workflow_id"].unique():
-        sel = base["workflow_id"] == wf
-        f_vals, l_vals = fr[sel].dropna().to_numpy(), lp[sel].dropna().to_numpy()
-        fm = float(np.median(f_vals)) if len(f_vals) else math.nan
-        lm = float(np.median(l_vals)) if len(l_vals) else math.nan
-        stats[wf] = {"n_fr": len(f_vals), "n_lp": len(l_vals), "fr_med": fm, "lp_med": lm,
-                     "fr_mad": float(np.median(np.abs(f_vals - fm))) if len(f_vals) else math.nan,
-                     "lp_mad": float(np.median(np.abs(l_vals - lm))) if len(l_vals) else math.nan}
-    for key in ("n_fr", "n_lp", "fr_med", "lp_med", "fr_mad", "lp_mad"):
-        per[key] = per["workflow_id"].map(lambda wf, key=key: stats[wf][key])
-    return per.sort_values(["workflow_id", "bucket"], ignore_index=True)
+    # Per workflow: how many baseline buckets count, their median and median absolute deviation.
+    for name, values in (("fr", base["failure_rate"].where(base["finished"] >= min_jobs)),
+                         ("lp", base["lp95"].where(base["timed_jobs"] >= min_jobs))):
+        by = values.groupby(base["workflow_id"])
+        median = by.median()
+        mad = (values - base["workflow_id"].map(median)).abs().groupby(base["workflow_id"]).median()
+        per[f"n_{name}"] = per["workflow_id"].map(by.count()).fillna(0).astype("int64")
+        per[f"{name}_med"] = per["workflow_id"].map(median).astype("float64")
+        per[f"{name}_mad"] = per["workflow_id"].map(mad).astype("float64")
+    return per[["workflow_id", "workflow_name", "bucket", "finished", "failed", "timed_jobs", "failure_rate",
+                "p95_duration_ms", "lp95", "is_latest", "latest_bucket", "n_fr", "n_lp", "fr_med", "lp_med",
+                "fr_mad", "lp_mad"]].sort_values(["workflow_id", "bucket"], ignore_index=True)

@@ -399,3 +399,30 @@ def test_queue_depth_from_the_rollup_counts_the_jobs_waiting_at_each_bucket_star
     for at, depth in zip(series["at"], series["queue_depth"]):
         expected = sum(1 for created, left in spans if created < at and (left is None or left >= at))
         assert depth == expected, at
+
+
+@pytest.mark.parametrize("days", [3, 30])
+def test_anomalies_from_the_rollup_match_the_exact_query(engine, history, days):
+    """30 days hold the anomaly buckets (the page's own reads answer them); 3 days do not (the
+    baseline reaches back before the window)."""
+    jobs, now = history
+    f = _filters(now, range="custom", bucket="day", **{"from": str((now - timedelta(days=days)).date()),
+                                                        "to": str((now - timedelta(days=1)).date())})
+    rolled = an.anomalies(engine, f)
+    with rollups.exact_only():
+        exact = an.anomalies(engine, f)
+    keys = ["workflow_id", "bucket"]
+    got, want = (r["series"].set_index(keys).sort_index() for r in (rolled, exact))
+    assert len(got) == 3 * 6 and list(got.index) == list(want.index)   # the six days before today
+    for col in ("finished", "failed", "timed_jobs"):
+        assert got[col].tolist() == want[col].tolist()
+    assert got["failure_rate"].tolist() == pytest.approx(want["failure_rate"].tolist())
+    assert all(_close(a, b) for a, b in zip(got["p95_duration_ms"], want["p95_duration_ms"]))
+    # The daily buckets hold ~170 jobs per workflow: enough for a baseline of the failure rate.
+    summary = {(r["workflow_id"], r["metric"]): r for r in rolled["summary"].to_dict("records")}
+    expected = {(r["workflow_id"], r["metric"]): r for r in exact["summary"].to_dict("records")}
+    assert set(summary) == set(expected) and ("wf-invoice", "failure_rate") in summary
+    for key, r in expected.items():
+        assert summary[key]["baseline_buckets"] == r["baseline_buckets"]
+        if key[1] == "failure_rate":
+            assert summary[key]["z"] == pytest.approx(r["z"])
