@@ -68,9 +68,9 @@ def counts(engine: Engine, f: an.AnalyticsFilters, plan: WindowPlan, by: tuple[s
 
 
 def _fact_arrays(engine: Engine, f: an.AnalyticsFilters, plan: WindowPlan, metric: str):
-    """The window's fact rows that hold ``metric`` histograms (shared by the sections): their
-    keys (bucket, workflow_id, status, workflow_name), each histogram's length, and all bins and
-    counts in two vectors.
+    """The window's fact rows of ``f.statuses`` jobs with ``metric`` histograms (shared by the
+    sections): their keys (bucket, workflow_id, status, workflow_name), each histogram's length,
+    and all bins and counts in two vectors.
 
     The arrays travel as comma-separated text and are parsed in one pass here: unnesting them in
     SQL costs a row per bin, several times more than the transfer."""
@@ -79,7 +79,8 @@ def _fact_arrays(engine: Engine, f: an.AnalyticsFilters, plan: WindowPlan, metri
         SELECT {_BUCKET} AS bucket, x.workflow_id, x.status, x.workflow_name,
                cardinality(x.{metric}_bin) AS length, array_to_string(x.{metric}_bin, ',') AS bins,
                array_to_string(x.{metric}_n, ',') AS ns
-        FROM ({facts}) x WHERE cardinality(x.{metric}_bin) > 0 ORDER BY x.workflow_name"""
+        FROM ({facts}) x WHERE x.status = ANY(:dur_statuses) AND cardinality(x.{metric}_bin) > 0
+        ORDER BY x.workflow_name"""
 
     def load():
         rows = an.read_frame(engine, sql, params)
@@ -96,10 +97,6 @@ def _merged(engine: Engine, f: an.AnalyticsFilters, plan: WindowPlan, keys: list
     (``with_total``: and a last group over all, its keys None): the groups (keys and
     workflow_name), and per merged cell, sorted by group then bin, its group, bin and count."""
     rows, lengths, bins, counts = _fact_arrays(engine, f, plan, metric)
-    keep = rows["status"].isin(list(f.statuses)).to_numpy()
-    if not keep.all():
-        rows, selected = rows[keep], np.repeat(keep, lengths)
-        lengths, bins, counts = lengths[keep], bins[selected], counts[selected]
     if keys:
         grouped = rows.groupby(keys, sort=True, dropna=False)
         groups = grouped["workflow_name"].last().reset_index()  # rows come by name: the greatest
