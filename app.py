@@ -22,6 +22,7 @@ from server.auth import ConfigError, init_auth
 from server.health import register_health
 from server.logging_setup import configure_logging, init_request_id
 from server.metrics import register_metrics
+from server.runtime import freeze_startup_objects
 from server.state import EXTENSION_KEY, FleetState
 
 log = logging.getLogger("fleet_monitor")
@@ -114,6 +115,7 @@ def main() -> None:
     where = describe_url(settings.database_url) if settings.database_url else "the embedded demo database"
     log.info("starting Fleet Monitor on %s", where)
     app = _build_or_exit(settings)
+    freeze_startup_objects()
     app.run(host=settings.host, port=settings.port, debug=settings.debug)
 
 

@@ -31,6 +31,7 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 from server.logging_setup import GunicornJsonLogger  # noqa: E402
+from server.runtime import freeze_startup_objects  # noqa: E402
 
 
 def _int(name: str, default: int) -> int:
@@ -118,3 +119,4 @@ def post_worker_init(worker):
         worker.wsgi.test_client().get("/login")
     except Exception:  # noqa: BLE001 - without the warm-up the worker still serves
         worker.log.exception("warm-up request failed")
+    freeze_startup_objects()

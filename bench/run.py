@@ -54,6 +54,7 @@ from bench.common import (
 )
 from data.cache import forget_kept_reads
 from data.db import make_engine
+from server.runtime import freeze_startup_objects
 
 log = logging.getLogger("bench")
 PROJECT = BENCH_DIR.parent
@@ -1010,6 +1011,7 @@ def measure(url: str, label: str, repeat: int, with_naive: bool = True, with_raw
             reuse = reuse_baselines(groups, prev, ctx) if prev else {"not_reused": why}
             log.info("%s: baselines %s", label, reuse if prev else why)
         began = time.perf_counter()
+        freeze_startup_objects()   # as the app's workers do once started (gunicorn.conf.py)
         measure_ours(groups, repeat)
         rss = peak_rss_mb()
         measure_accuracy(groups)
