@@ -84,7 +84,7 @@ def _fact_arrays(engine: Engine, f: an.AnalyticsFilters, plan: WindowPlan, metri
 
     def load():
         rows = an.read_frame(engine, sql, params)
-        vectors = [np.fromstring(",".join(rows.pop(c)), dtype=np.int64, sep=",") if len(rows) else
+        vectors = [np.fromstring(",".join(rows.pop(c).tolist()), dtype=np.int64, sep=",") if len(rows) else
                    np.zeros(0, np.int64) for c in ("bins", "ns")]
         return rows, rows.pop("length").to_numpy(np.int64), *vectors
 
@@ -264,30 +264,30 @@ def queue_depth_series(engine: Engine, f: an.AnalyticsFilters, plan: WindowPlan)
         counted = counts(engine, f, before, ())
         waiting = int(counted["queued"].sum())
     arrivals = counts(engine, f, plan, ("bucket",)).groupby("bucket")["queued"].sum()
-    # Departures by the hour, over every job created before the window end.
-    h0 = int(rollups.floor_hour(f.start).timestamp() // 3600)
+    # Departures by the hour, over every job created before the window end: the arrays travel
+    # as text and are counted here (unnesting them in SQL costs a row per hour and job group).
     facts, params = _facts(f, rollups.plan_window(first, f.end, cov.until, zone=cov.zone))
     left = an.read_frame(engine, f"""
-        SELECT greatest(u.b, :h0 - 1) AS hour, sum(u.n)::bigint AS n
-        FROM ({facts}) x, unnest(x.left_bin, x.left_n) AS u(b, n) GROUP BY 1""",
-        {**params, "h0": h0}, hash_grouping=True)
-    hour_start = rollups.floor_hour(f.start)
+        SELECT array_to_string(x.left_bin, ',') AS hours, array_to_string(x.left_n, ',') AS ns
+        FROM ({facts}) x WHERE cardinality(x.left_bin) > 0""", params)
+    hours, ns = (np.fromstring(",".join(left[c].tolist()), dtype=np.int64, sep=",") if len(left) else
+                 np.zeros(0, np.int64) for c in ("hours", "ns"))
+    order = np.argsort(hours, kind="stable")
+    hours, gone = hours[order], np.concatenate([[0], np.cumsum(ns[order])])
+
+    def gone_before(t) -> int:   # jobs that left in an hour before the one t starts
+        return int(gone[np.searchsorted(hours, int(pd.Timestamp(t).timestamp() // 3600))])
+
     where, where_params = _where(f)
     early = an.read_frame(engine, f"""
         SELECT count(*) AS n FROM job_queue j
         WHERE j.status <> 'pending' AND {where.format(a='j.')}
           AND ((j.started_at >= :h AND j.started_at < :start)
                OR (j.started_at IS NULL AND j.completed_at >= :h AND j.completed_at < :start))""",
-        {**where_params, "h": hour_start, "start": f.start})["n"].iloc[0]
-    left_by_hour = left.set_index("hour")["n"].sort_index()
-    gone_before = left_by_hour[left_by_hour.index < h0].sum() + int(early)
+        {**where_params, "h": rollups.floor_hour(f.start), "start": f.start})["n"].iloc[0]
     depths, arrived = [], waiting
     for i, bucket in enumerate(frame["bucket"]):
-        if i == 0:
-            depths.append(waiting - gone_before)
-        else:
-            hour = int(pd.Timestamp(bucket).timestamp() // 3600)
-            depths.append(arrived - int(left_by_hour[left_by_hour.index < hour].sum()))
+        depths.append(waiting - gone_before(f.start) - int(early) if i == 0 else arrived - gone_before(bucket))
         arrived += int(arrivals.get(bucket, 0))
     return frame.assign(at=[max(pd.Timestamp(b), pd.Timestamp(f.start)) for b in frame["bucket"]],
                         queue_depth=np.array(depths, dtype="int64"))
