@@ -97,7 +97,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from data.db import _UNAVAILABLE, _translate
+from data.db import _UNAVAILABLE, _translate, frame_of
 from data.robots import capped_busy_sql, concurrency_segments_sql
 from data.rollups import ceil_hour, floor_hour, period_end, period_start
 from data.schema import APP_SCHEMA
@@ -377,7 +377,7 @@ def _dirty(conn: Connection, lo: datetime, r1: datetime, dlq_since: datetime) ->
     source = "job_queue_dlq" if dlq else "(SELECT NULL::uuid AS original_job_id, NULL::timestamptz AS created_at)"
     result = conn.execute(sa.text(_DIRTY_SQL.replace("{dlq}", source)),
                           {"lo": lo, "r1": r1, "dlq_since": max(lo, dlq_since)})
-    return pd.DataFrame(result.fetchall(), columns=["robot_id", "hour"])
+    return frame_of(["robot_id", "hour"], result.fetchall())
 
 
 def capped_sql(busy: str, cap: str) -> str:
@@ -877,7 +877,7 @@ def work_stats(engine: Engine, tz: str, max_robots: int) -> pd.DataFrame | None:
                             ).scalar()
         sql, params = work_stats_sql(cov, now, today, max(float(dmax or 0), 0.0), max_robots)
         result = conn.execute(sa.text(sql), params)
-        return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+        return frame_of(list(result.keys()), result.fetchall())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -995,7 +995,7 @@ def utilization_from_rollup(engine: Engine, robot_ids: list[str] | None, environ
             params.update(tz=tz, h0=floor_hour(start))
             sql = _hour_of_week_sql(rf_caps, rfc, mf, robot_ids, environment)
         result = conn.execute(sa.text(sql), params)
-        return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+        return frame_of(list(result.keys()), result.fetchall())
 
 
 def _robots_all_sql(mf: str) -> str:
