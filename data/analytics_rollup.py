@@ -39,11 +39,14 @@ def _facts(f: an.AnalyticsFilters, plan: WindowPlan, table: str = "jobs") -> tup
     return facts, {**params, **plan_params}
 
 
-def _group_cols(by: tuple[str, ...]) -> list[str]:
-    return [_BUCKET + " AS bucket" if b == "bucket" else f"x.{b}" for b in by]
-
-
 _SUMS = ("jobs", "timed", "dur_sum_ms", "wait_sum_ms", "healing_attempts", "healing_successes", "queued")
+
+
+def _kept_by_name(engine: Engine, sql: str, params: dict) -> pd.DataFrame:
+    """A grouped read kept for the page's sections (data.cache.kept_read), its rows ordered by
+    workflow name: the last name of a regrouping is then its greatest (SQL's max, but fast)."""
+    return kept_read(engine, sql, params, lambda: an.read_frame(engine, sql, params, hash_grouping=True)
+                     .sort_values("workflow_name", kind="stable", ignore_index=True))
 
 
 def _fact_sums(engine: Engine, f: an.AnalyticsFilters, plan: WindowPlan) -> pd.DataFrame:
@@ -55,15 +58,13 @@ def _fact_sums(engine: Engine, f: an.AnalyticsFilters, plan: WindowPlan) -> pd.D
            sum(x.wait_sum_ms)::float8 AS wait_sum_ms, sum(x.healing_attempts)::float8 AS healing_attempts,
            sum(x.healing_successes)::float8 AS healing_successes, sum(x.queued)::bigint AS queued
     FROM ({facts}) x GROUP BY 1, 2, 3"""
-    # By name, so that the last name of a group is its greatest (as SQL's max, but fast).
-    return kept_read(engine, sql, params, lambda: an.read_frame(engine, sql, params, hash_grouping=True)
-                     .sort_values("workflow_name", kind="stable", ignore_index=True))
+    return _kept_by_name(engine, sql, params)
 
 
 def counts(engine: Engine, f: an.AnalyticsFilters, plan: WindowPlan, by: tuple[str, ...]) -> pd.DataFrame:
     """Per ``by`` (``bucket``, ``workflow_id``) and status: jobs, timed, sums."""
     sums = _fact_sums(engine, f, plan)
-    agg = {"workflow_name": "last", **{c: "sum" for c in _SUMS}}  # rows come by name: the greatest
+    agg = {"workflow_name": "last", **{c: "sum" for c in _SUMS}}
     return sums.groupby([*by, "status"], sort=False, dropna=False).agg(agg).reset_index()
 
 
@@ -99,7 +100,7 @@ def _merged(engine: Engine, f: an.AnalyticsFilters, plan: WindowPlan, keys: list
     rows, lengths, bins, counts = _fact_arrays(engine, f, plan, metric)
     if keys:
         grouped = rows.groupby(keys, sort=True, dropna=False)
-        groups = grouped["workflow_name"].last().reset_index()  # rows come by name: the greatest
+        groups = grouped["workflow_name"].last().reset_index()  # rows come by name: the greatest name
         group = np.repeat(grouped.ngroup().to_numpy(), lengths)
     else:
         groups = pd.DataFrame({"workflow_name": [rows["workflow_name"].max() if len(rows) else None]})
@@ -143,15 +144,15 @@ def percentiles(engine: Engine, f: an.AnalyticsFilters, plan: WindowPlan, by: tu
 
 
 def error_counts(engine: Engine, f: an.AnalyticsFilters, plan: WindowPlan, by: tuple[str, ...]) -> pd.DataFrame:
-    """Failures per ``by`` and error type."""
+    """Failures per ``by`` (``bucket``, ``workflow_id``) and error type."""
     facts, params = _facts(f, plan, "errors")
-    cols = _group_cols(by)
-    group = ", ".join(str(i + 1) for i in range(len(cols) + 1))
     sql = f"""
-    SELECT {''.join(c + ', ' for c in cols)}x.error_type, max(x.workflow_name) AS workflow_name,
+    SELECT {_BUCKET} AS bucket, x.workflow_id, x.error_type, max(x.workflow_name) AS workflow_name,
            sum(x.failures)::bigint AS failures
-    FROM ({facts}) x GROUP BY {group}"""
-    return an.read_frame(engine, sql, params, hash_grouping=True)
+    FROM ({facts}) x GROUP BY 1, 2, 3"""
+    found = _kept_by_name(engine, sql, params)
+    agg = {"workflow_name": "last", "failures": "sum"}
+    return found.groupby([*by, "error_type"], sort=False, dropna=False).agg(agg).reset_index()
 
 
 def _by_status(frame: pd.DataFrame, keys: list[str], statuses) -> pd.DataFrame:
