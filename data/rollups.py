@@ -63,7 +63,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from data.cache import forget_kept_reads
+from data.cache import forget_kept_reads, kept_read
 from data.db import _UNAVAILABLE, DatabaseUnavailable, _translate, json_number, read_row
 from data.errors import error_type_sql
 from data.schema import APP_SCHEMA
@@ -630,13 +630,20 @@ class Coverage:
 
 
 def coverage(engine: Engine) -> Coverage | None:
-    """How far the rollup reaches and the zone of its days, or None before its first refresh."""
-    try:
-        row = read_row(engine, f"SELECT covered_until, zone FROM {STATE} WHERE id = 1 AND version = :v",
-                       {"v": LAYOUT_VERSION})
-    except sa.exc.ProgrammingError:  # no rollup tables yet, or of an older layout
-        return None
-    return Coverage(row["covered_until"], row["zone"]) if row and row["covered_until"] else None
+    """How far the rollup reaches and the zone of its days, or None before its first refresh.
+
+    Kept for the page's sections like their fact rows (data.cache.kept_read): a plan made with
+    an older ``until`` is still right, it reads more raw rows."""
+    sql, params = f"SELECT covered_until, zone FROM {STATE} WHERE id = 1 AND version = :v", {"v": LAYOUT_VERSION}
+
+    def load() -> Coverage | None:
+        try:
+            row = read_row(engine, sql, params)
+        except sa.exc.ProgrammingError:  # no rollup tables yet, or of an older layout
+            return None
+        return Coverage(row["covered_until"], row["zone"]) if row and row["covered_until"] else None
+
+    return kept_read(engine, sql, params, load)
 
 
 def covered_until(engine: Engine) -> datetime | None:
