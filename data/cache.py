@@ -74,7 +74,7 @@ def shared_cache(func):
 # sections read the same window's fact rows): kept in the process, not in the shared cache,
 # because they are large frames and arrays that would cost more to serialize than to share.
 KEPT_READ_SECONDS = 15.0
-_KEPT_READS = 8
+_KEPT_READS = 16
 _kept: OrderedDict[tuple, tuple[float, object]] = OrderedDict()
 _kept_guard = threading.Lock()
 
@@ -86,8 +86,9 @@ def kept_read(engine, sql: str, params: dict, load):
     with lock_for(hashlib.sha256(repr(key).encode()).hexdigest()):
         with _kept_guard:
             kept = _kept.get(key)
-        if kept is not None and kept[0] > time.monotonic():
-            return kept[1]
+            if kept is not None and kept[0] > time.monotonic():
+                _kept.move_to_end(key)   # the least recently used go first
+                return kept[1]
         value = load()
         with _kept_guard:
             _kept[key] = (time.monotonic() + KEPT_READ_SECONDS, value)
