@@ -8,6 +8,7 @@ from __future__ import annotations
 import pandas as pd
 from sqlalchemy.engine import Engine
 
+from data import robot_rollup
 from data.cache import shared_cache
 from data.db import json_number, read_frame, read_row
 from data.status import live_status_sql
@@ -50,6 +51,28 @@ def robot_statuses(engine: Engine, offline_after_s: int) -> pd.DataFrame:
     return read_frame(engine, sql, {"offline_after": offline_after_s})
 
 
+# The KPI tiles' finished jobs, in one pass for today and the last 24 hours (today always started
+# less than 24 hours ago, except on the 25-hour day of a daylight-saving change: hence least()).
+_FINISHED_RAW = f"""
+        SELECT count(*) FILTER (WHERE status = 'completed' AND completed_at >= {TODAY_START}) AS completed_today,
+               count(*) FILTER (WHERE status = 'failed' AND completed_at >= {TODAY_START}) AS failed_today,
+               count(*) FILTER (WHERE status = 'completed' AND completed_at >= now() - interval '24 hours')
+                   AS completed_24h,
+               count(*) FILTER (WHERE status = 'failed' AND completed_at >= now() - interval '24 hours')
+                   AS failed_24h,
+               avg(extract(epoch FROM completed_at - started_at))
+                   FILTER (WHERE started_at IS NOT NULL AND completed_at >= now() - interval '24 hours')
+                   AS avg_duration_s
+        FROM job_queue
+        WHERE completed_at >= least({TODAY_START}, now() - interval '24 hours')
+          AND status IN ('completed', 'failed')"""
+# The same figures when the robots' rollup has them (data.robot_rollup.finished_totals).
+_FINISHED_ROLLED = """
+        SELECT CAST(:completed_today AS bigint) AS completed_today, CAST(:failed_today AS bigint) AS failed_today,
+               CAST(:completed_24h AS bigint) AS completed_24h, CAST(:failed_24h AS bigint) AS failed_24h,
+               CAST(:dur_sum_s AS float8) / nullif(CAST(:timed_24h AS bigint), 0) AS avg_duration_s"""
+
+
 @shared_cache
 def fleet_kpis(engine: Engine, tz: str, offline_after_s: int) -> dict:
     """The KPI tiles, with the orchestrator's field names where it has one.
@@ -57,7 +80,10 @@ def fleet_kpis(engine: Engine, tz: str, offline_after_s: int) -> dict:
     `today` is the calendar day in time zone `tz`. Success rate and average duration cover
     jobs that finished (completed or failed) in the last 24 hours. `change_token` changes
     whenever a job is created, started or finished, so a refresh can skip heavier queries.
+    The finished jobs come from the robots' rollup (data.robot_rollup) once it runs, else from
+    one pass over the index of finished jobs.
     """
+    rolled = robot_rollup.finished_totals(engine, tz)
     sql = f"""
     WITH running AS ({_RUNNING_BY_ROBOT}),
     robots_live AS (
@@ -79,22 +105,7 @@ def fleet_kpis(engine: Engine, tz: str, offline_after_s: int) -> dict:
                min(created_at) FILTER (WHERE status = 'pending') AS oldest_pending
         FROM job_queue WHERE status IN ('pending', 'running')
     ),
-    -- One pass for today and the last 24 hours (today always started less than 24 hours ago,
-    -- except on the 25-hour day of a daylight-saving change: hence the least()).
-    finished AS (
-        SELECT count(*) FILTER (WHERE status = 'completed' AND completed_at >= {TODAY_START}) AS completed_today,
-               count(*) FILTER (WHERE status = 'failed' AND completed_at >= {TODAY_START}) AS failed_today,
-               count(*) FILTER (WHERE status = 'completed' AND completed_at >= now() - interval '24 hours')
-                   AS completed_24h,
-               count(*) FILTER (WHERE status = 'failed' AND completed_at >= now() - interval '24 hours')
-                   AS failed_24h,
-               avg(extract(epoch FROM completed_at - started_at))
-                   FILTER (WHERE started_at IS NOT NULL AND completed_at >= now() - interval '24 hours')
-                   AS avg_duration_s
-        FROM job_queue
-        WHERE completed_at >= least({TODAY_START}, now() - interval '24 hours')
-          AND status IN ('completed', 'failed')
-    )
+    finished AS ({_FINISHED_RAW if rolled is None else _FINISHED_ROLLED})
     SELECT rc.*, a.queue_depth, a.running_jobs,
            extract(epoch FROM now() - a.oldest_pending)::float8 AS oldest_pending_age_s,
            ft.completed_today, ft.failed_today,
@@ -106,7 +117,7 @@ def fleet_kpis(engine: Engine, tz: str, offline_after_s: int) -> dict:
            now() AS as_of
     FROM robot_counts rc, active a, finished ft
     """
-    row = read_row(engine, sql, {"tz": tz, "offline_after": offline_after_s})
+    row = read_row(engine, sql, {"tz": tz, "offline_after": offline_after_s, **(rolled or {})})
     finished = row["completed_24h"] + row["failed_24h"]
     return {
         "total_robots": row["total_robots"],

@@ -1,5 +1,6 @@
-"""Per-robot rollup behind the fleet list's work numbers (data.robots.robot_work_stats) and the
-utilization of long windows (data.robots.utilization, utilization_by_hour_of_week).
+"""Per-robot rollup behind the fleet list's work numbers (data.robots.robot_work_stats), the KPI
+tiles' finished jobs (data.fleet.fleet_kpis) and the utilization of long windows
+(data.robots.utilization, utilization_by_hour_of_week).
 
 The list shows, per robot, jobs completed and failed today, completed and finished in 7 days and
 utilization over the last 24 hours; the analytics show utilization per robot and by hour of the
@@ -16,7 +17,9 @@ the app's own schema:
     capacity change needs no rebuild). NULL when no job overlapped the hour (the row exists
     for the counts only), ``'{}'`` when a job touched it without running time;
     ``max_dur``: the longest ``completed_at - started_at`` (seconds) of the jobs that finished
-    in the hour (any status), which bounds how far back a job that finished later started.
+    in the hour (any status), which bounds how far back a job that finished later started;
+    ``dur_sum``, ``timed``: the sum of those durations and how many, over the completed and
+    failed jobs that have both timestamps (the fleet's KPI tiles: average duration).
 
 ``fleet_monitor.robot_daily`` (robot_id, day): per robot and whole UTC day below the watermark,
     ``busy`` summed level by level over the day's hours and accumulated, ``busy[c]`` = the day's
@@ -104,7 +107,7 @@ from data.schema import APP_SCHEMA
 
 log = logging.getLogger(__name__)
 
-VERSION = 4
+VERSION = 5
 RETENTION = timedelta(days=400)   # analytics windows reach a year back; the job history may be shorter
 RECENT = timedelta(days=8)        # what the fleet list reads (7 days and the edge hours)
 STEP = timedelta(days=1)          # hours of history one backfill transaction computes
@@ -146,8 +149,13 @@ _DDL = [
             failed integer NOT NULL,
             busy float8[],
             max_dur float8,
+            dur_sum float8 NOT NULL DEFAULT 0,
+            timed integer NOT NULL DEFAULT 0,
             PRIMARY KEY (hour, robot_id)
         )""",
+    # Tables of an older layout (emptied when VERSION changes) gain the newer columns.
+    f"ALTER TABLE {HOURLY} ADD COLUMN IF NOT EXISTS dur_sum float8 NOT NULL DEFAULT 0",
+    f"ALTER TABLE {HOURLY} ADD COLUMN IF NOT EXISTS timed integer NOT NULL DEFAULT 0",
     f"""CREATE TABLE IF NOT EXISTS {KEYS} (
             hour timestamptz NOT NULL,
             robot_id text NOT NULL,
@@ -259,7 +267,9 @@ def _compute_sql(robot_filter: bool) -> str:
         SELECT robot_id, hour,
                count(*) FILTER (WHERE status = 'completed') AS completed,
                count(*) FILTER (WHERE status = 'failed') AS failed,
-               max(dur) AS max_dur
+               max(dur) AS max_dur,
+               coalesce(sum(dur) FILTER (WHERE status IN ('completed', 'failed')), 0) AS dur_sum,
+               count(dur) FILTER (WHERE status IN ('completed', 'failed')) AS timed
         FROM finished GROUP BY robot_id, hour
     ),
     -- Hours each job overlaps (a job without running time still marks its first hour).
@@ -301,9 +311,10 @@ def _compute_sql(robot_filter: bool) -> str:
         FROM keyed GROUP BY hour, robot_id
         RETURNING 1
     )
-    INSERT INTO {HOURLY} (hour, robot_id, completed, failed, busy, max_dur)
+    INSERT INTO {HOURLY} (hour, robot_id, completed, failed, busy, max_dur, dur_sum, timed)
     SELECT coalesce(c.hour, b.hour), coalesce(c.robot_id, b.robot_id),
-           coalesce(c.completed, 0), coalesce(c.failed, 0), b.busy, c.max_dur
+           coalesce(c.completed, 0), coalesce(c.failed, 0), b.busy, c.max_dur,
+           coalesce(c.dur_sum, 0), coalesce(c.timed, 0)
     FROM counts c FULL JOIN busy b ON b.robot_id = c.robot_id AND b.hour = c.hour
     """
 
@@ -613,6 +624,7 @@ def _refresh_recent(engine: Engine, now: datetime | None) -> dict:
         out = {"dirty": 0, "rebased": 0}
         if state is None or state["version"] != VERSION or state["watermark"] <= retention_lo:
             # From scratch: an empty range at the watermark; backfill steps extend it back.
+            ensure_tables(conn)
             for table in (HOURLY, KEYS, DAILY, WEEKLY, FLEET, MEMBERS):
                 conn.execute(sa.text(f"DELETE FROM {table}"))
             lo = watermark
@@ -878,6 +890,68 @@ def work_stats(engine: Engine, tz: str, max_robots: int) -> pd.DataFrame | None:
         sql, params = work_stats_sql(cov, now, today, max(float(dmax or 0), 0.0), max_robots)
         result = conn.execute(sa.text(sql), params)
         return frame_of(list(result.keys()), result.fetchall())
+
+
+def finished_totals(engine: Engine, tz: str) -> dict | None:
+    """The KPI tiles' finished jobs (data.fleet.fleet_kpis) from the rollup plus the raw edges:
+    completed and failed since local midnight in ``tz`` and in the last 24 hours, and the sum and
+    number of run durations (seconds) of the latter. Jobs without a robot are not in the rollup:
+    they are read raw (an index range). None when the rollup has not run or is stale."""
+    with _snapshot(engine) as held:
+        if held is None:
+            return None
+        conn, cov = held
+        row = conn.execute(sa.text(
+            "SELECT now() AS now, date_trunc('day', now() AT TIME ZONE :tz) AT TIME ZONE :tz AS today"),
+            {"tz": tz}).mappings().first()
+        now, today = row["now"], row["today"]
+        if now - cov.watermark > timedelta(hours=6):
+            return None  # stale: the raw rows are cheaper than a long edge
+        day_ago, w = now - timedelta(hours=24), cov.watermark
+        rt0 = min(max(ceil_hour(today), cov.lo), w)     # today's rollup hours: [rt0, w)
+        r24 = min(max(ceil_hour(day_ago), cov.lo), w)   # the last 24 hours': [r24, w)
+        params = {"t": today, "s": day_ago, "w": w, "rt0": rt0, "r24": r24}
+        raw_where = []
+        for i, (a, b) in enumerate(_merge([(day_ago, r24), (today, rt0), (w, None)])):
+            params[f"ra{i}"], params[f"rb{i}"] = a, b
+            raw_where.append(f"(j.completed_at >= :ra{i}" + (f" AND j.completed_at < :rb{i})" if b else ")"))
+        # A raw row counts where the rollup does not: outside its hours, or without a robot.
+        outside = "(NOT x.robot OR NOT (x.completed_at >= {0} AND x.completed_at < :w))"
+        today_raw, day_raw = outside.format(":rt0"), outside.format(":r24")
+        timed = f"x.started_at IS NOT NULL AND x.completed_at >= :s AND {day_raw}"
+        sql = f"""
+        WITH raw AS (
+            SELECT true AS robot, j.status, j.started_at, j.completed_at FROM job_queue j
+            WHERE ({" OR ".join(raw_where) or "false"}) AND j.robot_id IS NOT NULL
+              AND j.status IN ('completed', 'failed')
+            UNION ALL
+            SELECT false, j.status, j.started_at, j.completed_at FROM job_queue j
+            WHERE j.robot_id IS NULL AND j.completed_at >= least(:t, :s) AND j.status IN ('completed', 'failed')
+        ),
+        raw_sums AS (
+            SELECT count(*) FILTER (WHERE x.status = 'completed' AND x.completed_at >= :t AND {today_raw}) AS ct,
+                   count(*) FILTER (WHERE x.status = 'failed' AND x.completed_at >= :t AND {today_raw}) AS ft,
+                   count(*) FILTER (WHERE x.status = 'completed' AND x.completed_at >= :s AND {day_raw}) AS c24,
+                   count(*) FILTER (WHERE x.status = 'failed' AND x.completed_at >= :s AND {day_raw}) AS f24,
+                   coalesce(sum(extract(epoch FROM x.completed_at - x.started_at)) FILTER (WHERE {timed}), 0)
+                       AS dur_sum,
+                   count(*) FILTER (WHERE {timed}) AS timed
+            FROM raw x
+        ),
+        roll_sums AS (
+            SELECT coalesce(sum(completed) FILTER (WHERE hour >= :rt0), 0) AS ct,
+                   coalesce(sum(failed) FILTER (WHERE hour >= :rt0), 0) AS ft,
+                   coalesce(sum(completed) FILTER (WHERE hour >= :r24), 0) AS c24,
+                   coalesce(sum(failed) FILTER (WHERE hour >= :r24), 0) AS f24,
+                   coalesce(sum(dur_sum) FILTER (WHERE hour >= :r24), 0) AS dur_sum,
+                   coalesce(sum(timed) FILTER (WHERE hour >= :r24), 0) AS timed
+            FROM {HOURLY} WHERE hour >= least(:rt0, :r24) AND hour < :w
+        )
+        SELECT (r.ct + h.ct)::bigint AS completed_today, (r.ft + h.ft)::bigint AS failed_today,
+               (r.c24 + h.c24)::bigint AS completed_24h, (r.f24 + h.f24)::bigint AS failed_24h,
+               (r.dur_sum + h.dur_sum)::float8 AS dur_sum_s, (r.timed + h.timed)::bigint AS timed_24h
+        FROM raw_sums r, roll_sums h"""
+        return dict(conn.execute(sa.text(sql), params).mappings().one())
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 import pandas as pd
 import pytest
@@ -561,3 +562,53 @@ def test_late_changes_in_long_windows(engine, history):
         _check_window(engine, history, start, end, env=env, tzs=("UTC", "America/New_York"))
     _check_window(engine, history, start, end, ids=["a", "c"])
 
+
+
+def _kpi_expected(jobs: list[dict], tz: str) -> dict:
+    """The KPI tiles' finished figures by the test's own arithmetic."""
+    now = utcnow()
+    midnight = now.astimezone(ZoneInfo(tz)).replace(hour=0, minute=0, second=0, microsecond=0)
+    done = [j for j in jobs if j["status"] in ("completed", "failed") and j.get("completed_at")]
+    today = [j for j in done if j["completed_at"] >= midnight]
+    last = [j for j in done if j["completed_at"] >= now - timedelta(hours=24)]
+    runs = [(j["completed_at"] - j["started_at"]).total_seconds() for j in last if j.get("started_at")]
+    return {"completed_jobs_today": sum(j["status"] == "completed" for j in today),
+            "failed_jobs_today": sum(j["status"] == "failed" for j in today),
+            "finished_jobs_24h": len(last),
+            "success_rate_24h": sum(j["status"] == "completed" for j in last) / len(last),
+            "average_job_duration_seconds": sum(runs) / len(runs)}
+
+
+def test_kpi_tiles_finished_jobs_from_the_rollup_and_the_raw_rows(engine, fleet):
+    """Jobs without a robot, jobs after the watermark and today's edge in a half-hour zone are
+    read raw, the rest from the rollup's hours; the figures are the same either way."""
+    from data import fleet as fleet_data
+
+    jobs = list(fleet["jobs"])
+    with engine.begin() as conn:
+        _job(conn, jobs, robot_id=None, status="completed", started_at=ago(hours=5, minutes=3), completed_at=ago(hours=5))
+        _job(conn, jobs, robot_id=None, status="failed", completed_at=ago(hours=2))   # never started
+        _job(conn, jobs, robot_id="r2", status="completed", started_at=ago(minutes=9), completed_at=ago(minutes=4))
+    zones = (fleet["tz"], "Asia/Kolkata", "America/St_Johns")
+    keys = list(_kpi_expected(jobs, "UTC"))
+    raw = {tz: fleet_data.fleet_kpis.uncached(engine, tz, 60) for tz in zones}   # no rollup yet
+    rr.refresh(engine)
+    for tz in zones:
+        assert rr.finished_totals(engine, tz) is not None
+        rolled = fleet_data.fleet_kpis.uncached(engine, tz, 60)
+        want = _kpi_expected(jobs, tz)
+        for got in (raw[tz], rolled):
+            assert {k: got[k] for k in keys} == pytest.approx(want), tz
+
+
+def test_tables_of_an_older_version_gain_the_new_columns_and_start_over(engine, fleet):
+    rr.refresh(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"ALTER TABLE {rr.HOURLY} DROP COLUMN dur_sum, DROP COLUMN timed"))
+        conn.execute(sa.text(f"UPDATE {rr.STATE} SET version = version - 1"))
+    out = rr.refresh(engine)
+    assert out.get("reset") and not out["behind"]
+    with engine.connect() as conn:
+        timed = conn.execute(sa.text(f"SELECT sum(timed) FROM {rr.HOURLY}")).scalar()
+    assert timed == sum(1 for j in fleet["jobs"] if j["status"] in ("completed", "failed") and j.get("started_at")
+                        and j.get("completed_at") and j["completed_at"] < out["watermark"])
