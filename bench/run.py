@@ -98,8 +98,9 @@ class Target:
 TARGETS = {t.key: t for t in [
     Target("overview", "Fleet overview refresh ≤ 30 ms (1,000 robots, 10 M jobs)", 30,
            fix="viewers already share one snapshot built every 2 s (data.snapshots), so this is the "
-               "build's cost, not a viewer's; what is left is the queue and throughput series (the last "
-               "6 hours of raw rows): per-step arrivals and departures as a running sum, or a minute rollup"),
+               "build's cost, not a viewer's; the KPI tiles' finished jobs come from the robots' rollup, "
+               "what is left is summing its 24 hour rows per robot (fleet-wide hour rows would make it 24) "
+               "and the robot grid's live statuses"),
     Target("history", "Job history: any page of any filter on an indexed column ≤ 100 ms", 100,
            fix="an index whose leading columns match the filter and the keyset order"),
     Target("search", "Text search in error messages ≤ 500 ms", 500,
@@ -113,10 +114,10 @@ TARGETS = {t.key: t for t in [
            fix="hourly utilization from the robots' rollup (today: one robot's jobs found through a bitmap "
                "of every job finished in the window), heartbeat charts from a per-minute rollup"),
     Target("analytics_90d", "Analytics page, 90-day window ≤ 300 ms in total", 300,
-           fix="the long-window sections read the rollups (see Accuracy) and merge their histograms in "
-               "numpy; what is left is each section reading the window's histogram arrays on its own (about "
-               "40 ms each at 10 M): one read shared by the page's sections, or a rollup of the default view "
-               "without the environment and status split (about 40 % fewer bins)"),
+           fix="the long-window sections read the rollups (see Accuracy), one read of the window's rows "
+               "shared by the page's sections (data.cache.kept_read); what is left is the transfer of the "
+               "histogram arrays (run durations and queue waits) and fleet utilization: a rollup of the "
+               "default view without the environment and status split (about 40 % fewer bins)"),
     Target("analytics_naive", "Analytics page, 90-day window ≥ 20× faster than the naive pandas way",
            min_speedup=20, fix="the same work as the 300 ms target above (the naive page is fixed by the data)"),
 ]}

@@ -27,6 +27,8 @@ def test_many_viewers_one_query(app_client):
     with engine.begin() as c:
         insert_robot(c, "robot-a", status="online", last_heartbeat=ago(seconds=1))
     counter = count_queries(engine)
+    fleet.fleet_kpis.uncached(engine, "UTC", 90)
+    one, counter["n"] = counter["n"], 0   # what one viewer's question costs
     results = []
 
     def viewer():
@@ -38,19 +40,20 @@ def test_many_viewers_one_query(app_client):
         t.start()
     for t in threads:
         t.join()
-    assert counter["n"] == 1
+    assert counter["n"] == one
     assert {r["total_robots"] for r in results} == {1}
-    # Another time zone is another question: one more query.
+    # Another time zone is another question: asked once more.
     with app.app_context():
         fleet.fleet_kpis(engine, "Asia/Tokyo", 90)
-    assert counter["n"] == 2
+    assert counter["n"] == 2 * one
 
 
 def test_outside_an_app_nothing_is_cached(engine):
     counter = count_queries(engine)
     fleet.fleet_kpis(engine, "UTC", 90)
+    one = counter["n"]
     fleet.fleet_kpis(engine, "UTC", 90)
-    assert counter["n"] == 2
+    assert one > 0 and counter["n"] == 2 * one
 
 
 def test_the_analytics_sections_of_one_page_read_the_window_once(engine, monkeypatch):

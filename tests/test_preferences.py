@@ -12,8 +12,9 @@ def theme_of(dash_duo) -> str:
 
 
 def figure_background(dash_duo, graph_id: str) -> str:
+    """The figure's background, '' while it is not drawn (a refresh may be redrawing it)."""
     return dash_duo.driver.execute_script(
-        f"return document.querySelector('#{graph_id} .main-svg').style.background")
+        f"const svg = document.querySelector('#{graph_id} .main-svg'); return svg ? svg.style.background : ''")
 
 
 def seed(engine):
@@ -35,8 +36,7 @@ def test_theme_toggle_changes_page_and_figures_and_is_remembered(dash_duo, start
     # The page reloads with the figures drawn in the dark template.
     WebDriverWait(dash_duo.driver, 15).until(lambda d: theme_of(dash_duo) == "dark")
     WebDriverWait(dash_duo.driver, 15).until(
-        lambda d: d.execute_script("return !!document.querySelector('#overview-queue .main-svg')")
-        and figure_background(dash_duo, "overview-queue") not in ("", light_background))
+        lambda d: figure_background(dash_duo, "overview-queue") not in ("", light_background))
     save_screenshot(dash_duo, "overview-dark")
 
     dash_duo.driver.refresh()
