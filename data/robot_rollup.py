@@ -31,8 +31,9 @@ the app's own schema:
 
 ``fleet_monitor.robot_fleet_hourly`` (hour, environment, capacity): per UTC hour, the capped
     busy seconds (busy[1] + … + busy[c]) summed over the robots of one environment and capacity,
-    and the hour's longest job (``max_dur``): the hour-of-week heatmap of the fleet or of one
-    environment reads one row per hour and group. Environment and capacity are the ones recorded
+    the hour's longest job (``max_dur``) and the sums of ``completed``, ``failed``, ``dur_sum``
+    and ``timed``: the hour-of-week heatmap of the fleet or of one environment, and the KPI
+    tiles' finished jobs, read one row per hour and group. Environment and capacity are the ones recorded
     for each robot in ``fleet_monitor.robot_rollup_members`` when it first appeared (a robot id
     without a robots row: no environment, capacity 1). When a robot's row changes, readers
     correct for it from its hour rows (take it out of its recorded group, add it to its current
@@ -107,7 +108,7 @@ from data.schema import APP_SCHEMA
 
 log = logging.getLogger(__name__)
 
-VERSION = 5
+VERSION = 6
 RETENTION = timedelta(days=400)   # analytics windows reach a year back; the job history may be shorter
 RECENT = timedelta(days=8)        # what the fleet list reads (7 days and the edge hours)
 STEP = timedelta(days=1)          # hours of history one backfill transaction computes
@@ -149,13 +150,8 @@ _DDL = [
             failed integer NOT NULL,
             busy float8[],
             max_dur float8,
-            dur_sum float8 NOT NULL DEFAULT 0,
-            timed integer NOT NULL DEFAULT 0,
             PRIMARY KEY (hour, robot_id)
         )""",
-    # Tables of an older layout (emptied when VERSION changes) gain the newer columns.
-    f"ALTER TABLE {HOURLY} ADD COLUMN IF NOT EXISTS dur_sum float8 NOT NULL DEFAULT 0",
-    f"ALTER TABLE {HOURLY} ADD COLUMN IF NOT EXISTS timed integer NOT NULL DEFAULT 0",
     f"""CREATE TABLE IF NOT EXISTS {KEYS} (
             hour timestamptz NOT NULL,
             robot_id text NOT NULL,
@@ -187,6 +183,12 @@ _DDL = [
             watermark timestamptz NOT NULL,
             refreshed_at timestamptz NOT NULL
         )""",
+    # Columns added since the first layout: tables made before gain them (their rows are emptied
+    # when VERSION changes).
+    *(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column}"
+      for table, column in ((HOURLY, "dur_sum float8 NOT NULL DEFAULT 0"), (HOURLY, "timed integer NOT NULL DEFAULT 0"),
+                            (FLEET, "completed integer NOT NULL DEFAULT 0"), (FLEET, "failed integer NOT NULL DEFAULT 0"),
+                            (FLEET, "dur_sum float8 NOT NULL DEFAULT 0"), (FLEET, "timed integer NOT NULL DEFAULT 0"))),
 ]
 
 
@@ -494,8 +496,9 @@ def _rebuild_fleet(conn: Connection, a: datetime, b: datetime) -> None:
         ON CONFLICT (robot_id) DO NOTHING"""), params)
     conn.execute(sa.text(f"DELETE FROM {FLEET} WHERE hour >= :a AND hour < :b"), params)
     conn.execute(sa.text(f"""
-        INSERT INTO {FLEET} (hour, environment, capacity, busy, max_dur)
-        SELECT h.hour, m.environment, m.capacity, sum({capped_sql("h.busy", "m.capacity")}), max(h.max_dur)
+        INSERT INTO {FLEET} (hour, environment, capacity, busy, max_dur, completed, failed, dur_sum, timed)
+        SELECT h.hour, m.environment, m.capacity, sum({capped_sql("h.busy", "m.capacity")}), max(h.max_dur),
+               sum(h.completed), sum(h.failed), sum(h.dur_sum), sum(h.timed)
         FROM {HOURLY} h JOIN {MEMBERS} m USING (robot_id)
         WHERE h.hour >= :a AND h.hour < :b
         GROUP BY 1, 2, 3"""), params)
@@ -945,7 +948,7 @@ def finished_totals(engine: Engine, tz: str) -> dict | None:
                    coalesce(sum(failed) FILTER (WHERE hour >= :r24), 0) AS f24,
                    coalesce(sum(dur_sum) FILTER (WHERE hour >= :r24), 0) AS dur_sum,
                    coalesce(sum(timed) FILTER (WHERE hour >= :r24), 0) AS timed
-            FROM {HOURLY} WHERE hour >= least(:rt0, :r24) AND hour < :w
+            FROM {FLEET} WHERE hour >= least(:rt0, :r24) AND hour < :w
         )
         SELECT (r.ct + h.ct)::bigint AS completed_today, (r.ft + h.ft)::bigint AS failed_today,
                (r.c24 + h.c24)::bigint AS completed_24h, (r.f24 + h.f24)::bigint AS failed_24h,

@@ -605,10 +605,15 @@ def test_tables_of_an_older_version_gain_the_new_columns_and_start_over(engine, 
     rr.refresh(engine)
     with engine.begin() as conn:
         conn.execute(sa.text(f"ALTER TABLE {rr.HOURLY} DROP COLUMN dur_sum, DROP COLUMN timed"))
+        conn.execute(sa.text(f"ALTER TABLE {rr.FLEET} DROP COLUMN completed, DROP COLUMN failed, "
+                             "DROP COLUMN dur_sum, DROP COLUMN timed"))
         conn.execute(sa.text(f"UPDATE {rr.STATE} SET version = version - 1"))
     out = rr.refresh(engine)
     assert out.get("reset") and not out["behind"]
     with engine.connect() as conn:
         timed = conn.execute(sa.text(f"SELECT sum(timed) FROM {rr.HOURLY}")).scalar()
+        sums = conn.execute(sa.text(f"SELECT (SELECT row(sum(completed), sum(failed), sum(timed))::text FROM {rr.HOURLY}) "
+                                    f"= (SELECT row(sum(completed), sum(failed), sum(timed))::text FROM {rr.FLEET})")).scalar()
+    assert sums   # the fleet rows add up the robots' hours
     assert timed == sum(1 for j in fleet["jobs"] if j["status"] in ("completed", "failed") and j.get("started_at")
                         and j.get("completed_at") and j["completed_at"] < out["watermark"])
