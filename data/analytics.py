@@ -34,7 +34,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from data.db import _UNAVAILABLE, _translate, frame_of
+from data.db import _UNAVAILABLE, _translate, frame_of, side_by_side
 from data import rollups
 from data.errors import error_type_sql
 from data.timeutil import is_valid_tz, safe_tz
@@ -1337,7 +1337,6 @@ def fleet_utilization(engine: Engine, f: AnalyticsFilters) -> dict | None:
         return None
     ids: list[str] | None = list(f.robots) or None
     env = f.environment or None
-    return {
-        "robots": per_robot(engine, ids, f.start, f.end, environment=env),
-        "hour_of_week": by_hour(engine, ids, f.start, f.end, f.tz, environment=env),
-    }
+    robots, hours = side_by_side(lambda: per_robot(engine, ids, f.start, f.end, environment=env),
+                                 lambda: by_hour(engine, ids, f.start, f.end, f.tz, environment=env))
+    return {"robots": robots, "hour_of_week": hours}

@@ -18,6 +18,7 @@ from sqlalchemy.engine import Engine
 from data import analytics as an
 from data import rollups
 from data.cache import kept_read
+from data.db import side_by_side
 from data.rollups import WindowPlan
 
 _BUCKET = "date_trunc(:bucket, x.t, :tz)"
@@ -156,13 +157,18 @@ def error_counts(engine: Engine, f: an.AnalyticsFilters, plan: WindowPlan, by: t
     return found.groupby([*by, "error_type"], sort=False, dropna=False).agg(agg).reset_index()
 
 
+def _names(frame: pd.DataFrame) -> pd.Series:
+    """Each workflow's greatest name (as SQL's max; pandas compares strings one by one)."""
+    return frame.sort_values("workflow_name", kind="stable").groupby("workflow_id")["workflow_name"].last()
+
+
 def _by_status(frame: pd.DataFrame, keys: list[str], statuses) -> pd.DataFrame:
     """Counts per key with one column per status (jobs), totals of the rest."""
     if frame.empty:
         return pd.DataFrame(columns=[*keys, "workflow_name", "total_jobs", "completed", "failed", "cancelled",
                                      "timed_jobs", "dur_sum_ms", "wait_sum_ms", "healing_attempts",
                                      "healing_successes"])
-    frame = frame.copy()
+    frame = frame.sort_values("workflow_name", kind="stable")   # a group's last name: its greatest
     frame["in_dur"] = frame["status"].isin(list(statuses))
     finished = frame["status"].isin(["completed", "failed"])
     for s in ("completed", "failed", "cancelled"):
@@ -172,14 +178,10 @@ def _by_status(frame: pd.DataFrame, keys: list[str], statuses) -> pd.DataFrame:
         frame[col] = np.where(frame["in_dur"], frame[col], 0.0)
     for col in ("healing_attempts", "healing_successes"):
         frame[col] = np.where(finished, frame[col], 0.0)
-    agg = {"workflow_name": "max", "jobs": "sum", "completed": "sum", "failed": "sum", "cancelled": "sum",
+    agg = {"workflow_name": "last", "jobs": "sum", "completed": "sum", "failed": "sum", "cancelled": "sum",
            "timed_jobs": "sum", "dur_sum_ms": "sum", "wait_sum_ms": "sum", "healing_attempts": "sum",
            "healing_successes": "sum"}
-    if not keys:
-        out = frame.agg(agg).to_frame().T
-    else:
-        out = frame.groupby(keys, sort=False).agg(agg).reset_index()
-    return out.rename(columns={"jobs": "total_jobs"})
+    return frame.groupby(keys, sort=False).agg(agg).reset_index().rename(columns={"jobs": "total_jobs"})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -187,6 +189,10 @@ def _by_status(frame: pd.DataFrame, keys: list[str], statuses) -> pd.DataFrame:
 # ---------------------------------------------------------------------------------------------
 
 def duration_percentiles(engine: Engine, f: an.AnalyticsFilters, plan: WindowPlan) -> dict:
+    # Its three reads (counts, run durations, queue waits) are independent; the other sections
+    # then find them kept.
+    side_by_side(lambda: _fact_sums(engine, f, plan), lambda: _fact_arrays(engine, f, plan, "dur"),
+                 lambda: _fact_arrays(engine, f, plan, "wait"))
     c = _by_status(counts(engine, f, plan, ("workflow_id",)), ["workflow_id"], f.statuses)
     names = [f"p{int(p * 100)}" for p in an.PERCENTILES]
 
@@ -432,7 +438,7 @@ def weekly_throughput(engine: Engine, f: an.AnalyticsFilters, now: datetime) -> 
     p95 = pd.concat([percentiles(engine, last_weeks, recent, ("bucket",), (0.95,), ["p95"]).assign(workflow_id=""),
                      percentiles(engine, last_weeks, recent, ("bucket", "workflow_id"), (0.95,), ["p95"])])
     p95 = p95.set_index([pd.to_datetime(p95["bucket"], utc=True), "workflow_id"])["p95"]
-    names = c.groupby("workflow_id")["workflow_name"].max()
+    names = _names(c)
     frame = pd.DataFrame({
         "is_total": per.index == "", "workflow_id": [w or None for w in per.index],
         "workflow_name": ["All workflows" if w == "" else names.get(w) for w in per.index],
@@ -468,8 +474,7 @@ def anomaly_series(engine: Engine, f: an.AnalyticsFilters, first: datetime, stop
 
     c = buckets(counts(engine, window, plan, ("workflow_id", "bucket")))
     fin = c[c["status"].isin(["completed", "failed"])]
-    per = fin.groupby(["workflow_id", "bucket"], as_index=False).agg(workflow_name=("workflow_name", "max"),
-                                                                     finished=("jobs", "sum"))
+    per = fin.groupby(["workflow_id", "bucket"], as_index=False).agg(finished=("jobs", "sum"))
     failed = c[c["status"] == "failed"].groupby(["workflow_id", "bucket"])["jobs"].sum().rename("failed")
     per = per.merge(failed.reset_index(), on=["workflow_id", "bucket"], how="left")
     p95 = buckets(percentiles(engine, window, plan, ("workflow_id", "bucket"), (0.95,), ["p95_duration_ms"]))
@@ -478,7 +483,7 @@ def anomaly_series(engine: Engine, f: an.AnalyticsFilters, first: datetime, stop
         return pd.DataFrame(columns=["workflow_id", "workflow_name", "bucket", "finished", "failed", "timed_jobs",
                                      "failure_rate", "p95_duration_ms", "lp95", "is_latest", "latest_bucket",
                                      "n_fr", "n_lp", "fr_med", "lp_med", "fr_mad", "lp_mad"])
-    names = c.groupby("workflow_id")["workflow_name"].max()
+    names = _names(c)
     per["workflow_name"] = per["workflow_id"].map(names)
     for col in ("finished", "failed", "timed_jobs"):
         per[col] = per[col].fillna(0).astype("int64")
