@@ -565,7 +565,9 @@ def plan(ctx: Context) -> list[Group]:
         for name in names:
             fn = getattr(an, name)
             args = (e, f) if list(inspect.signature(fn).parameters)[1:2] == ["f"] else (e,)
-            cases.append(Case(name, _qualified(fn), _call(fn, *args),
+            # The page asks a moment after its window ends (weekly_throughput's "now"): the data's now.
+            at = {"now": ctx.data_now} if "now" in inspect.signature(fn).parameters else {}
+            cases.append(Case(name, _qualified(fn), _call(fn, *args, **at),
                               raw=raw.ANALYTICS[name](f) if name in raw.ANALYTICS else None,
                               naive=P(naive.analytics_function, name=name, f=f) if naive.has_analytics(name) else None))
         default = " — the page's default view" if f"{days}d" == an.DEFAULT_RANGE else ""

@@ -426,3 +426,36 @@ def test_anomalies_from_the_rollup_match_the_exact_query(engine, history, days):
         assert summary[key]["baseline_buckets"] == r["baseline_buckets"]
         if key[1] == "failure_rate":
             assert summary[key]["z"] == pytest.approx(r["z"])
+
+
+def test_weekly_throughput_from_the_pages_own_reads_matches_the_exact_query(engine, history):
+    """A page of weekly buckets over 90 days holds the weekly panel's weeks: the panel answers
+    from the page's reads, with the numbers of the exact query."""
+    from data import cache
+
+    jobs, now = history
+    with engine.begin() as conn:   # weeks before the panel's baseline, inside the page's window
+        for days in (45, 50, 60):
+            created = now - timedelta(days=days)
+            insert_job(conn, status="completed", workflow_id="wf-invoice", created_at=created, started_at=created,
+                       completed_at=created + timedelta(seconds=30))
+    rollups.reconcile(engine)
+    f = _filters(now, range="90d", bucket="week")
+    counter = {"reads": 0}
+    an.duration_percentiles(engine, f)
+    an.time_series(engine, f)   # the page's week-bucket reads, kept
+    sa.event.listen(engine, "before_cursor_execute",
+                    lambda conn, cur, sql, *a: counter.update(reads=counter["reads"] + ("job_rollup" in sql)))
+    weekly = an.weekly_throughput(engine, f, now)
+    shared_reads = counter["reads"]
+    cache.forget_kept_reads()
+    with rollups.exact_only():
+        exact = an.weekly_throughput(engine, f, now)
+    assert weekly.attrs["exact"] is False and len(weekly) == 1 + len(WORKFLOWS)
+    counts = ["this_week", "last_week_to_date", "last_week", "avg_4_weeks"]
+    assert weekly[counts].to_dict("list") == exact[counts].to_dict("list")
+    assert weekly["success_rate_this_week"].tolist() == pytest.approx(exact["success_rate_this_week"].tolist(), nan_ok=True)
+    for col in ("p95_this_week_ms", "p95_last_week_ms"):
+        for a, b in zip(weekly[col], exact[col]):
+            assert (a is None or np.isnan(a)) == (b is None or np.isnan(b)) and (a is None or np.isnan(a) or _close(a, b))
+    assert shared_reads == 1   # last week up to this moment of it; the rest was kept
