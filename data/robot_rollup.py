@@ -872,20 +872,32 @@ def _snapshot(engine: Engine):
         raise _translate(exc, engine) from exc
 
 
-def work_stats(engine: Engine, tz: str, max_robots: int) -> pd.DataFrame | None:
-    """robot_work_stats() from the rollup, or None when the rollup has not run yet (or does not
-    cover the window), in which case the caller reads the raw rows. One REPEATABLE READ
-    transaction: the state and the rows it describes are read from one snapshot."""
+@contextlib.contextmanager
+def _current_snapshot(engine: Engine, tz: str):
+    """_snapshot, yielding (connection, coverage, the database's now, the start of today in
+    ``tz``); None also when the rollup is more than 6 hours behind (the raw rows are then cheaper
+    than its long edge)."""
     with _snapshot(engine) as held:
         if held is None:
-            return None
+            yield None
+            return
         conn, cov = held
         row = conn.execute(sa.text(
             "SELECT now() AS now, date_trunc('day', now() AT TIME ZONE :tz) AT TIME ZONE :tz AS today"),
             {"tz": tz}).mappings().first()
-        now, today = row["now"], row["today"]
-        if now - cov.watermark > timedelta(hours=6) or cov.lo > ceil_hour(now - timedelta(days=7)):
-            return None  # stale or partial: the raw rows are cheaper than a long edge
+        yield None if row["now"] - cov.watermark > timedelta(hours=6) else (conn, cov, row["now"], row["today"])
+
+
+def work_stats(engine: Engine, tz: str, max_robots: int) -> pd.DataFrame | None:
+    """robot_work_stats() from the rollup, or None when the rollup has not run yet (or does not
+    cover the window), in which case the caller reads the raw rows. One REPEATABLE READ
+    transaction: the state and the rows it describes are read from one snapshot."""
+    with _current_snapshot(engine, tz) as held:
+        if held is None:
+            return None
+        conn, cov, now, today = held
+        if cov.lo > ceil_hour(now - timedelta(days=7)):
+            return None  # partial: the raw rows are cheaper than a long edge
         c0 = min(max(ceil_hour(now - timedelta(hours=24)), cov.lo), cov.watermark)
         dmax = conn.execute(sa.text(f"SELECT coalesce(max(max_dur), 0) FROM {HOURLY} "
                                     "WHERE hour >= :c0 AND hour < :w"), {"c0": c0, "w": cov.watermark}
@@ -899,17 +911,11 @@ def finished_totals(engine: Engine, tz: str) -> dict | None:
     """The KPI tiles' finished jobs (data.fleet.fleet_kpis) from the rollup plus the raw edges:
     completed and failed since local midnight in ``tz`` and in the last 24 hours, and the sum and
     number of run durations (seconds) of the latter. Jobs without a robot are not in the rollup:
-    they are read raw (an index range). None when the rollup has not run or is stale."""
-    with _snapshot(engine) as held:
+    they are read raw (an index range). None when the rollup has not run or is behind."""
+    with _current_snapshot(engine, tz) as held:
         if held is None:
             return None
-        conn, cov = held
-        row = conn.execute(sa.text(
-            "SELECT now() AS now, date_trunc('day', now() AT TIME ZONE :tz) AT TIME ZONE :tz AS today"),
-            {"tz": tz}).mappings().first()
-        now, today = row["now"], row["today"]
-        if now - cov.watermark > timedelta(hours=6):
-            return None  # stale: the raw rows are cheaper than a long edge
+        conn, cov, now, today = held
         day_ago, w = now - timedelta(hours=24), cov.watermark
         rt0 = min(max(ceil_hour(today), cov.lo), w)     # today's rollup hours: [rt0, w)
         r24 = min(max(ceil_hour(day_ago), cov.lo), w)   # the last 24 hours': [r24, w)
