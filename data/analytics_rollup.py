@@ -8,7 +8,6 @@ histograms and are within ``rollups.MAX_RELATIVE_ERROR`` (1 %) of the exact valu
 """
 from __future__ import annotations
 
-import math
 from datetime import datetime, timedelta
 
 import numpy as np
