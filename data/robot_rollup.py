@@ -735,6 +735,20 @@ def _merge(intervals: list[tuple[datetime, datetime | None]]) -> list[tuple[date
     return out
 
 
+def _completed_in(ranges: list[tuple[datetime, datetime | None]], params: dict) -> str:
+    """SQL: j.completed_at in one of the [a, b) ranges (b None: unbounded), their bounds added to
+    ``params`` as :ra0, :rb0, …"""
+    conds = []
+    for i, (a, b) in enumerate(ranges):
+        params[f"ra{i}"] = a
+        if b is None:
+            conds.append(f"j.completed_at >= :ra{i}")
+        else:
+            params[f"rb{i}"] = b
+            conds.append(f"(j.completed_at >= :ra{i} AND j.completed_at < :rb{i})")
+    return " OR ".join(conds) or "false"
+
+
 def work_stats_sql(cov: Coverage, now: datetime, today_start: datetime, dmax_s: float,
                    max_robots: int) -> tuple[str, dict]:
     """The robot_work_stats query from the rollup plus the raw edges (see the module docstring).
@@ -751,16 +765,7 @@ def work_stats_sql(cov: Coverage, now: datetime, today_start: datetime, dmax_s: 
                     "rt0": rt0, "rb0": rb0, "c0": c0, "dmax": float(dmax_s)}
 
     # Raw rows for the counts: what the two count windows hold outside their rollup hours.
-    raw_ranges = _merge([(week_ago, rb0), (today_start, rt0), (w, None)])
-    conds = []
-    for i, (a, b) in enumerate(raw_ranges):
-        params[f"ra{i}"] = a
-        if b is None:
-            conds.append(f"j.completed_at >= :ra{i}")
-        else:
-            params[f"rb{i}"] = b
-            conds.append(f"(j.completed_at >= :ra{i} AND j.completed_at < :rb{i})")
-    raw_where = " OR ".join(conds) or "false"
+    raw_where = _completed_in(_merge([(week_ago, rb0), (today_start, rt0), (w, None)]), params)
     in_roll_t = "(j.completed_at >= :rt0 AND j.completed_at < :w)"
     in_roll_7 = "(j.completed_at >= :rb0 AND j.completed_at < :w)"
 
@@ -920,10 +925,7 @@ def finished_totals(engine: Engine, tz: str) -> dict | None:
         rt0 = min(max(ceil_hour(today), cov.lo), w)     # today's rollup hours: [rt0, w)
         r24 = min(max(ceil_hour(day_ago), cov.lo), w)   # the last 24 hours': [r24, w)
         params = {"t": today, "s": day_ago, "w": w, "rt0": rt0, "r24": r24}
-        raw_where = []
-        for i, (a, b) in enumerate(_merge([(day_ago, r24), (today, rt0), (w, None)])):
-            params[f"ra{i}"], params[f"rb{i}"] = a, b
-            raw_where.append(f"(j.completed_at >= :ra{i}" + (f" AND j.completed_at < :rb{i})" if b else ")"))
+        raw_where = _completed_in(_merge([(day_ago, r24), (today, rt0), (w, None)]), params)
         # A raw row counts where the rollup does not: outside its hours, or without a robot.
         outside = "(NOT x.robot OR NOT (x.completed_at >= {0} AND x.completed_at < :w))"
         today_raw, day_raw = outside.format(":rt0"), outside.format(":r24")
@@ -931,7 +933,7 @@ def finished_totals(engine: Engine, tz: str) -> dict | None:
         sql = f"""
         WITH raw AS (
             SELECT true AS robot, j.status, j.started_at, j.completed_at FROM job_queue j
-            WHERE ({" OR ".join(raw_where) or "false"}) AND j.robot_id IS NOT NULL
+            WHERE ({raw_where}) AND j.robot_id IS NOT NULL
               AND j.status IN ('completed', 'failed')
             UNION ALL
             SELECT false, j.status, j.started_at, j.completed_at FROM job_queue j
